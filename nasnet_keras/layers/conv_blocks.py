@@ -1,0 +1,189 @@
+"""Convolutional building blocks of NASNet cells (paper Sec. 3 and Appendix A)."""
+
+import keras
+from keras import ops
+
+
+def _bn(momentum, epsilon, name):
+    return keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)
+
+
+class _Composite(keras.layers.Layer):
+    """Base for blocks that chain sublayers; builds them eagerly from shapes
+    so that saved models reload without a forward pass."""
+
+    def _chain(self):
+        raise NotImplementedError
+
+    def build(self, input_shape):
+        shape = input_shape
+        for layer in self._chain():
+            if layer is None:
+                continue
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+
+    def compute_output_shape(self, input_shape):
+        shape = input_shape
+        for layer in self._chain():
+            if layer is not None:
+                shape = layer.compute_output_shape(shape)
+        return shape
+
+
+@keras.saving.register_keras_serializable(package="nasnet_keras")
+class ReLUConvBN(_Composite):
+    """ReLU -> one or more convolutions (no bias) -> BatchNorm.
+
+    The paper's convolution rule (Sec. 3): every conv op is ReLU-conv-BN.
+    `kernel_sizes` chains convolutions, e.g. `((1, 7), (7, 1))` for the
+    "1x7 then 7x1" op; only the first is strided. A dilated conv with
+    stride 2 is computed as the stride-1 dilated conv followed by 2x2
+    subsampling (TensorFlow has no strided dilated conv).
+
+    Args:
+        filters: output channels.
+        kernel_sizes: tuple of `(kh, kw)` pairs, default `((1, 1),)`.
+        strides: 1 or 2 (default 1).
+        dilation_rate: dilation of every conv (default 1).
+        bn_momentum, bn_epsilon: BatchNorm settings (ImageNet defaults).
+
+    Input shape `(batch, h, w, c)`; output `(batch, ceil(h/s), ceil(w/s), filters)`.
+    """
+
+    def __init__(self, filters, kernel_sizes=((1, 1),), strides=1, dilation_rate=1, bn_momentum=0.9997,
+                 bn_epsilon=1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_sizes = tuple(tuple(k) for k in kernel_sizes)
+        self.strides = int(strides)
+        self.dilation_rate = int(dilation_rate)
+        self.bn_momentum, self.bn_epsilon = bn_momentum, bn_epsilon
+        self.relu = keras.layers.ReLU(name="relu")
+        self.subsample = self.dilation_rate > 1 and self.strides > 1
+        conv_stride = 1 if self.subsample else self.strides
+        self.convs = [
+            keras.layers.Conv2D(self.filters, k, strides=conv_stride if i == 0 else 1, padding="same",
+                                dilation_rate=self.dilation_rate, use_bias=False,
+                                kernel_initializer="he_normal", name=f"conv_{i + 1}")
+            for i, k in enumerate(self.kernel_sizes)]
+        self.bn = _bn(bn_momentum, bn_epsilon, "bn")
+
+    def _chain(self):
+        return [self.relu, *self.convs, self.bn]
+
+    def compute_output_shape(self, input_shape):
+        shape = super().compute_output_shape(input_shape)
+        if self.subsample:
+            shape = (shape[0], *[None if d is None else -(-d // self.strides) for d in shape[1:3]], shape[3])
+        return shape
+
+    def call(self, inputs, training=None):
+        x = self.relu(inputs)
+        for conv in self.convs:
+            x = conv(x)
+        if self.subsample:
+            x = x[:, :: self.strides, :: self.strides, :]
+        return self.bn(x, training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, kernel_sizes=self.kernel_sizes, strides=self.strides,
+                      dilation_rate=self.dilation_rate, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="nasnet_keras")
+class SeparableConvBlock(_Composite):
+    """The paper's separable conv op: (ReLU -> sepconv -> BN) applied twice.
+
+    Paper Appendix A: a chosen separable convolution is applied twice, with
+    no BN/ReLU between depthwise and pointwise; only the first is strided.
+    Stride-2 convs use TensorFlow SAME padding, which pads zeros exactly
+    where keras.applications' explicit ZeroPadding2D + VALID does.
+
+    Args:
+        filters: output channels.
+        kernel_size: int, e.g. 3, 5 or 7.
+        strides: 1 or 2 (default 1).
+        bn_momentum, bn_epsilon: BatchNorm settings.
+
+    Input shape `(batch, h, w, c)`; output `(batch, ceil(h/s), ceil(w/s), filters)`.
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, bn_momentum=0.9997, bn_epsilon=1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.kernel_size, self.strides = int(filters), int(kernel_size), int(strides)
+        self.bn_momentum, self.bn_epsilon = bn_momentum, bn_epsilon
+        self.relu_1 = keras.layers.ReLU(name="relu_1")
+        self.sep_1 = keras.layers.SeparableConv2D(self.filters, self.kernel_size, strides=self.strides,
+                                                  padding="same", use_bias=False, name="separable_conv_1")
+        self.bn_1 = _bn(bn_momentum, bn_epsilon, "bn_1")
+        self.relu_2 = keras.layers.ReLU(name="relu_2")
+        self.sep_2 = keras.layers.SeparableConv2D(self.filters, self.kernel_size, padding="same",
+                                                  use_bias=False, name="separable_conv_2")
+        self.bn_2 = _bn(bn_momentum, bn_epsilon, "bn_2")
+
+    def _chain(self):
+        return [self.relu_1, self.sep_1, self.bn_1, self.relu_2, self.sep_2, self.bn_2]
+
+    def call(self, inputs, training=None):
+        x = self.bn_1(self.sep_1(self.relu_1(inputs)), training=training)
+        return self.bn_2(self.sep_2(self.relu_2(x)), training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, kernel_size=self.kernel_size, strides=self.strides,
+                      bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="nasnet_keras")
+class FactorizedReduction(_Composite):
+    """Halves the spatial size without losing half the pixels.
+
+    ReLU, then two stride-2 1x1 convs, one on the input and one on the input
+    shifted by one pixel (bottom/right zero pad, top/left crop), concatenated
+    and batch-normalised. Used where a cell input comes from a higher
+    resolution and for a stride-2 identity (paper Appendix A; TF-slim
+    `factorized_reduction`). A 1x1 stride-2 average pool followed by a 1x1
+    conv equals the strided 1x1 conv used here.
+
+    Args:
+        filters: output channels (`filters // 2` from the first path, the
+            rest from the second).
+        bn_momentum, bn_epsilon: BatchNorm settings.
+
+    Input `(batch, h, w, c)`; output `(batch, ceil(h/2), ceil(w/2), filters)`.
+    """
+
+    def __init__(self, filters, bn_momentum=0.9997, bn_epsilon=1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.bn_momentum, self.bn_epsilon = bn_momentum, bn_epsilon
+        half = self.filters // 2
+        self.relu = keras.layers.ReLU(name="relu")
+        self.conv_1 = keras.layers.Conv2D(half, 1, strides=2, use_bias=False, kernel_initializer="he_normal",
+                                          name="conv_1")
+        self.conv_2 = keras.layers.Conv2D(self.filters - half, 1, strides=2, use_bias=False,
+                                          kernel_initializer="he_normal", name="conv_2")
+        self.bn = _bn(bn_momentum, bn_epsilon, "bn")
+
+    def build(self, input_shape):
+        self.conv_1.build(input_shape)
+        self.conv_2.build(input_shape)
+        self.bn.build((*input_shape[:-1], self.filters))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *[None if d is None else -(-d // 2) for d in input_shape[1:3]], self.filters)
+
+    def call(self, inputs, training=None):
+        x = self.relu(inputs)
+        shifted = ops.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))[:, 1:, 1:, :]
+        x = ops.concatenate([self.conv_1(x), self.conv_2(shifted)], axis=-1)
+        return self.bn(x, training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+        return config

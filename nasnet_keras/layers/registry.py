@@ -1,0 +1,79 @@
+"""The ops registry: one entry per operation of the search space.
+
+`OP_FACTORIES[name](filters, strides, in_channels, bn, name)` returns the
+Keras layer computing that op, or `None` for a pass-through identity. Every
+op outputs `filters` channels at `1 / strides` the input resolution, so any
+two ops can be added. The names are `nasnet_keras.genotypes.OPS`.
+"""
+
+from nasnet_keras import genotypes
+from nasnet_keras.layers.conv_blocks import FactorizedReduction, ReLUConvBN, SeparableConvBlock
+from nasnet_keras.layers.pooling import CellPooling
+
+
+def _identity(filters, strides, in_channels, bn, name):
+    # Appendix A: a strided identity becomes a factorized reduction; a channel
+    # mismatch gets a 1x1 ReLU-conv-BN.
+    if strides > 1:
+        return FactorizedReduction(filters, name=name, **bn)
+    if in_channels != filters:
+        return ReLUConvBN(filters, ((1, 1),), name=name, **bn)
+    return None
+
+
+def _conv(*kernel_sizes, dilation_rate=1):
+    def factory(filters, strides, in_channels, bn, name):
+        return ReLUConvBN(filters, kernel_sizes, strides=strides, dilation_rate=dilation_rate, name=name, **bn)
+    return factory
+
+
+def _sep(kernel_size):
+    def factory(filters, strides, in_channels, bn, name):
+        return SeparableConvBlock(filters, kernel_size, strides=strides, name=name, **bn)
+    return factory
+
+
+def _pool(mode, size):
+    def factory(filters, strides, in_channels, bn, name):
+        return CellPooling(mode, size, strides=strides, filters=None if in_channels == filters else filters,
+                           name=name, **bn)
+    return factory
+
+
+# The 13 operations (paper Sec. 3).
+OP_FACTORIES = {
+    "identity": _identity,
+    "conv_1x3_3x1": _conv((1, 3), (3, 1)),
+    "conv_1x7_7x1": _conv((1, 7), (7, 1)),
+    "dil_conv_3x3": _conv((3, 3), dilation_rate=2),
+    "avg_pool_3x3": _pool("avg", 3),
+    "max_pool_3x3": _pool("max", 3),
+    "max_pool_5x5": _pool("max", 5),
+    "max_pool_7x7": _pool("max", 7),
+    "conv_1x1": _conv((1, 1)),
+    "conv_3x3": _conv((3, 3)),
+    "sep_conv_3x3": _sep(3),
+    "sep_conv_5x5": _sep(5),
+    "sep_conv_7x7": _sep(7),
+}
+
+assert tuple(OP_FACTORIES) == genotypes.OPS, "the ops registry must cover genotypes.OPS in order"
+
+
+def make_op(op, filters, strides=1, in_channels=None, bn=None, name=None):
+    """Creates the layer for operation `op` (a name from `genotypes.OPS`).
+
+    Args:
+        op: operation name.
+        filters: output channels.
+        strides: 1, or 2 inside a reduction cell on a cell input.
+        in_channels: channels of the input (decides 1x1 channel matching).
+        bn: dict with `bn_momentum` and `bn_epsilon`, or `None` for defaults.
+        name: layer name.
+
+    Returns:
+        A `keras.layers.Layer`, or `None` when the op is a plain identity.
+    """
+    if op not in OP_FACTORIES:
+        raise ValueError(f"Unknown operation {op!r}; choose one of {', '.join(OP_FACTORIES)}.")
+    return OP_FACTORIES[op](filters, strides, in_channels if in_channels is not None else filters, bn or {}, name)

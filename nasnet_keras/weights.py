@@ -1,0 +1,215 @@
+"""Loading the published ImageNet weights and weights files.
+
+The published files are the Keras port of the TF-slim checkpoints
+(nasnet-facts section 6), in the legacy Keras HDF5 layout: the root attribute
+`layer_names` lists layer groups, each with a `weight_names` attribute. Our
+layers have other names and group several Keras layers each, so
+`published_layer_names` maps every layer of a NASNet-A model to the layers of
+that file; nothing depends on layer order.
+
+The download goes through `keras.utils.get_file` into the Keras cache
+(`~/.keras/models` by default, or `$KERAS_HOME/models`). Point it at a
+mirror with the `weights_base_url` argument or the `NASNET_KERAS_WEIGHTS_URL`
+environment variable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from typing import Dict, List, Optional
+
+import keras
+import numpy as np
+
+from nasnet_keras import configs, genotypes
+from nasnet_keras.layers import FactorizedReduction, ReLUConvBN, SeparableConvBlock
+
+BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/nasnet/"
+BASE_URL_ENV = "NASNET_KERAS_WEIGHTS_URL"
+
+# (preset, include_top) -> (file name, md5); nasnet-facts section 6.
+PUBLISHED_WEIGHTS = {
+    ("mobile", True): ("NASNet-mobile.h5", "020fb642bf7360b370c678b08e0adf61"),
+    ("mobile", False): ("NASNet-mobile-no-top.h5", "1ed92395b5b598bdda52abe5c0dbfd63"),
+    ("large", True): ("NASNet-large.h5", "11577c9a518f0070763c2b964a382f17"),
+    ("large", False): ("NASNet-large-no-top.h5", "d81d89dc07e6e56530c4e77faddd61b5"),
+}
+
+CACHE_SUBDIR = "models"
+
+
+def _imagenet_preset(num_cells, filters, stem, stem_filters, filter_multiplier, skip_reduction) -> Optional[str]:
+    for preset in ("mobile", "large"):
+        c = configs.CONFIGS[preset]
+        if (num_cells, filters, stem, stem_filters, filter_multiplier, skip_reduction) == (
+                c.num_cells, c.penultimate_filters // 24, c.stem, c.stem_filters, 2, c.skip_reduction):
+            return preset
+    return None
+
+
+def check_imagenet_config(genotype, num_cells, filters, stem, stem_filters, filter_multiplier, skip_reduction):
+    """The preset ("mobile" or "large") of a build; ValueError unless it has published ImageNet weights."""
+    if (genotype.normal, genotype.reduction) != (genotypes.NASNET_A.normal, genotypes.NASNET_A.reduction):
+        raise ValueError(
+            "weights='imagenet' exists only for the NASNet-A genotype; this genotype "
+            f"({genotype.name or 'unnamed'}) differs. Use weights=None (train from scratch) or NASNET_A.")
+    if _imagenet_preset(num_cells, filters, stem, stem_filters, filter_multiplier, skip_reduction) is None:
+        raise ValueError(
+            "weights='imagenet' exists only for NASNet-A Mobile (4 @ 1056, stem_filters=32) and Large "
+            "(6 @ 4032, stem_filters=96, skip_reduction=True) with the ImageNet stem; got "
+            f"{num_cells} cells, filters={filters}, stem={stem!r}, stem_filters={stem_filters}, "
+            f"skip_reduction={skip_reduction}. Use NASNetMobile/NASNetLarge or weights=None.")
+    return _imagenet_preset(num_cells, filters, stem, stem_filters, filter_multiplier, skip_reduction)
+
+
+def published_weights_url(preset: str, include_top: bool, base_url: Optional[str] = None):
+    """(url, file name, md5) of a published file; `base_url` > $NASNET_KERAS_WEIGHTS_URL > BASE_URL."""
+    fname, md5 = PUBLISHED_WEIGHTS[(preset, include_top)]
+    base = base_url or os.environ.get(BASE_URL_ENV) or BASE_URL
+    return base.rstrip("/") + "/" + fname, fname, md5
+
+
+def _md5(path):
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_published_weights(preset: str, include_top: bool, base_url: Optional[str] = None) -> str:
+    """Path of a published weights file, downloaded into the Keras cache if needed.
+
+    Raises:
+        ValueError: the file cannot be downloaded and is not cached (the
+            message names the URL, the md5 and where to put the file), or
+            its md5 does not match (the bad file is removed from the cache).
+    """
+    url, fname, md5 = published_weights_url(preset, include_top, base_url)
+    cache_dir = os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", os.path.join("~", ".keras"))),
+                             CACHE_SUBDIR)
+    target = os.path.join(cache_dir, fname)
+    try:
+        path = keras.utils.get_file(fname, url, cache_subdir=CACHE_SUBDIR, file_hash=md5, hash_algorithm="md5")
+    except Exception as e:  # noqa: BLE001 -- get_file raises many kinds; all mean "no valid file"
+        reason = f"{type(e).__name__}: {e}"
+        if os.path.exists(target) and _md5(target) != md5:
+            os.remove(target)
+            reason += " (a file with the wrong md5 was removed from the cache)"
+        raise ValueError(
+            f"Could not get the ImageNet weights {fname}.\n  URL: {url}\n  md5: {md5}\n  cache path: {target}\n"
+            f"  reason: {reason}\nDownload the file yourself and put it at the cache path, point "
+            f"weights_base_url= or ${BASE_URL_ENV} at a mirror, or pass weights=<path to the file>.") from None
+    if _md5(path) != md5:
+        os.remove(path)
+        raise ValueError(f"The cached file {path} does not match md5 {md5} and was removed; "
+                         f"download it again from {url}.")
+    return path
+
+
+def load_weights(model: keras.Model, weights: str, include_top: bool = True, base_url: Optional[str] = None,
+                 preset: Optional[str] = None):
+    """Loads `"imagenet"` or a weights file into a model built by `NASNet`.
+
+    Accepted files: the published legacy `.h5` layout (and legacy `.h5`
+    files saved from models of this package), Keras 3 `.weights.h5`, and
+    `.keras` archives.
+    """
+    if weights == "imagenet":
+        path = fetch_published_weights(preset, include_top, base_url)
+        return load_legacy_h5(model, path)
+    if not os.path.exists(weights):
+        raise ValueError(f"weights={weights!r}: no such file. Pass None, 'imagenet' or the path of a weights file.")
+    if weights.endswith(".keras") or weights.endswith(".weights.h5"):
+        return model.load_weights(weights)
+    return load_legacy_h5(model, weights)
+
+
+# keras.applications' NASNet names the ops of each block by side and block
+# number; one separable conv of its reduction cell carries block 4's name.
+_REDUCTION_NAME_FIX = {(4, "left"): "left4"}
+_LAYER_RE = re.compile(r"^cell_(?P<cid>stem_\d+|reduce_\d+|\d+)_(?P<part>input|prev|b(?P<b>\d+)_(?P<side>left|right)_.+)$")
+
+
+def published_layer_names(layer) -> Optional[List[tuple]]:
+    """[(sublayer, name of the layer holding its weights in the published file)] for one of our layers."""
+    if layer.name in ("stem_conv1", "stem_bn1", "predictions"):
+        return [(layer, layer.name)]
+    m = _LAYER_RE.match(layer.name)
+    if not m:
+        return None
+    cid = m["cid"]
+    kind = "normal" if cid.isdigit() else "reduction"
+    if m["part"] == "input":
+        return [(layer.convs[0], f"{kind}_conv_1_{cid}"), (layer.bn, f"{kind}_bn_1_{cid}")]
+    if m["part"] == "prev":
+        if isinstance(layer, FactorizedReduction):
+            return [(layer.conv_1, f"adjust_conv_1_{cid}"), (layer.conv_2, f"adjust_conv_2_{cid}"),
+                    (layer.bn, f"adjust_bn_{cid}")]
+        return [(layer.convs[0], f"adjust_conv_projection_{cid}"), (layer.bn, f"adjust_bn_{cid}")]
+    if isinstance(layer, SeparableConvBlock):
+        b, side = int(m["b"]), m["side"]
+        tag = (_REDUCTION_NAME_FIX.get((b, side)) if kind == "reduction" else None) or f"{side}{b + 1}"
+        block_id = f"{kind}_{tag}_{cid}"
+        return [(layer.sep_1, f"separable_conv_1_{block_id}"), (layer.bn_1, f"separable_conv_1_bn_{block_id}"),
+                (layer.sep_2, f"separable_conv_2_{block_id}"), (layer.bn_2, f"separable_conv_2_bn_{block_id}")]
+    return None
+
+
+def _read_legacy_h5(path) -> Dict[str, List[np.ndarray]]:
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"weights file {path} is not an HDF5 file ({e}).") from None
+    with f:
+        group = f["model_weights"] if "model_weights" in f else f
+        if "layer_names" not in group.attrs:
+            raise ValueError(f"weights file {path} is not in the legacy Keras HDF5 layout (no 'layer_names'); "
+                             "save weights with model.save_weights('x.weights.h5') and load that file instead.")
+        out = {}
+        for lname in group.attrs["layer_names"]:
+            lname = lname.decode() if isinstance(lname, bytes) else lname
+            g = group[lname]
+            names = [n.decode() if isinstance(n, bytes) else n for n in g.attrs["weight_names"]]
+            out[lname] = [np.asarray(g[n]) for n in names]
+        return out
+
+
+def load_legacy_h5(model: keras.Model, path: str) -> None:
+    """Loads a legacy-layout `.h5` file, by our layer names or the published ones.
+
+    Raises:
+        ValueError: naming the first of our layers whose weights are missing
+            from the file or have another shape (a file of another
+            architecture or configuration).
+    """
+    stored = _read_legacy_h5(path)
+    for layer in model.layers:
+        if not layer.weights or isinstance(layer, keras.layers.InputLayer):
+            continue
+        if layer.name in stored:
+            pairs = [(layer, layer.name)]
+        else:
+            pairs = published_layer_names(layer)
+            if pairs is None:
+                if all(w.path.endswith("step") or "seed_generator" in w.path for w in layer.weights):
+                    continue      # drop-path counters and RNG state are not model weights
+                if layer.name.startswith("aux_predictions"):
+                    continue      # the published files have no auxiliary head: it stays freshly initialised
+                raise ValueError(f"weights file {path} has no weights for layer '{layer.name}'; it was saved "
+                                 "from another architecture.")
+        for sub, source in pairs:
+            if source not in stored:
+                raise ValueError(f"weights file {path} does not match this model: layer '{layer.name}' needs "
+                                 f"'{source}', which the file lacks. The file was saved from another "
+                                 "architecture or configuration (include_top, num_cells, filters, genotype).")
+            values = stored[source]
+            expected = [tuple(w.shape) for w in sub.weights]
+            if [tuple(v.shape) for v in values] != expected:
+                raise ValueError(f"weights file {path} does not match this model: layer '{layer.name}' expects "
+                                 f"shapes {expected} but '{source}' holds {[v.shape for v in values]}.")
+            sub.set_weights(values)
