@@ -88,11 +88,15 @@ def fetch_published_weights(preset: str, include_top: bool, base_url: Optional[s
             its md5 does not match (the bad file is removed from the cache).
     """
     url, fname, md5 = published_weights_url(preset, include_top, base_url)
-    cache_dir = os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", os.path.join("~", ".keras"))),
-                             CACHE_SUBDIR)
-    target = os.path.join(cache_dir, fname)
+    keras_home = os.path.expanduser(os.environ.get("KERAS_HOME") or os.path.join("~", ".keras"))
+    target = os.path.join(keras_home, CACHE_SUBDIR, fname)
     try:
-        path = keras.utils.get_file(fname, url, cache_subdir=CACHE_SUBDIR, file_hash=md5, hash_algorithm="md5")
+        os.makedirs(os.path.dirname(target), exist_ok=True)   # get_file falls back to /tmp if it is missing
+    except OSError:
+        pass
+    try:
+        path = keras.utils.get_file(fname, url, cache_dir=keras_home, cache_subdir=CACHE_SUBDIR, file_hash=md5,
+                                    hash_algorithm="md5")
     except Exception as e:  # noqa: BLE001 -- get_file raises many kinds; all mean "no valid file"
         reason = f"{type(e).__name__}: {e}"
         if os.path.exists(target) and _md5(target) != md5:
@@ -191,8 +195,16 @@ def load_legacy_h5(model: keras.Model, path: str) -> None:
     for layer in model.layers:
         if not layer.weights or isinstance(layer, keras.layers.InputLayer):
             continue
-        if layer.name in stored:
-            pairs = [(layer, layer.name)]
+        if layer.name in stored:          # a legacy file saved from a model of this package
+            variables = layer.trainable_weights + layer.non_trainable_weights   # the legacy saving order
+            values = stored[layer.name]
+            if [tuple(v.shape) for v in variables] != [tuple(v.shape) for v in values]:
+                raise ValueError(f"weights file {path} does not match this model: layer '{layer.name}' expects "
+                                 f"shapes {[tuple(v.shape) for v in variables]} but the file holds "
+                                 f"{[v.shape for v in values]}.")
+            for variable, value in zip(variables, values):
+                variable.assign(value)
+            continue
         else:
             pairs = published_layer_names(layer)
             if pairs is None:

@@ -1,0 +1,138 @@
+import numpy as np
+import pytest
+
+import keras
+from nasnet_keras import NASNET_A, PNASNET_5, NASNet, inference_model
+from nasnet_keras.applications import NASNetLarge, NASNetMobile
+from nasnet_keras.genotypes import OPS
+from nasnet_keras.layers import ScheduledDropPath
+
+from _genotypes import every_op_genotype
+
+
+def test_every_op_and_both_combines_build_and_run():
+    g = every_op_genotype()
+    assert g.ops_used == set(OPS)
+    assert {b.combine for b in g.normal.blocks} == {"add", "concat"}
+    for stem in ("cifar", "imagenet"):
+        model = NASNet(g, num_cells=1, filters=8, stem=stem, input_shape=(32, 32, 3), classes=7)
+        y = model(np.random.rand(2, 32, 32, 3).astype("float32"), training=True)
+        assert y.shape == (2, 7)
+        assert np.allclose(np.sum(y, axis=-1), 1.0, atol=1e-5)
+        assert not np.any(np.isnan(y))
+
+
+def test_unknown_spatial_size_builds_the_same_network():
+    fixed = NASNet(PNASNET_5, num_cells=1, filters=8, stem="imagenet", input_shape=(64, 64, 3), include_top=False)
+    free = NASNet(PNASNET_5, num_cells=1, filters=8, stem="imagenet", include_top=False)
+    assert [w.shape for w in fixed.weights] == [w.shape for w in free.weights]
+    free.set_weights(fixed.get_weights())
+    x = np.random.rand(1, 64, 64, 3).astype("float32")
+    np.testing.assert_allclose(fixed.predict(x, verbose=0), free.predict(x, verbose=0), atol=1e-5)
+    assert free.predict(np.random.rand(1, 45, 77, 3), verbose=0).shape[1:3] == (2, 3)
+
+
+def test_layout_filters_double_and_cells_count():
+    model = NASNet(NASNET_A, num_cells=2, penultimate_filters=96 * 4, stem="imagenet", include_top=False,
+                   input_shape=(64, 64, 3))
+    names = [l.name for l in model.layers if l.name.endswith("_concat") and l.name.startswith("cell_")]
+    assert names == ["cell_stem_1_concat", "cell_stem_2_concat", "cell_0_concat", "cell_1_concat",
+                     "cell_reduce_2_concat", "cell_3_concat", "cell_4_concat", "cell_reduce_4_concat",
+                     "cell_5_concat", "cell_6_concat"]
+    widths = [model.get_layer(n).output.shape[-1] for n in names]
+    f = 96 * 4 // 24
+    assert widths == [4 * f // 4, 4 * f // 2, 6 * f, 6 * f, 4 * 2 * f, 6 * 2 * f, 6 * 2 * f, 4 * 4 * f,
+                      6 * 4 * f, 6 * 4 * f]
+    assert model.output.shape[-1] == 96 * 4
+
+
+def test_skip_reduction_feeds_the_reduction_input():
+    plain = NASNet(NASNET_A, num_cells=1, filters=24, stem="cifar", input_shape=(32, 32, 3), include_top=False)
+    skip = NASNet(NASNET_A, num_cells=1, filters=24, stem="cifar", input_shape=(32, 32, 3), include_top=False,
+                  skip_reduction=True)
+    # Cells: 0, reduce_1, 2, reduce_2, 3. Cell 2's second input is the reduction's input (cell 0)
+    # normally, and the input of cell 0 (the stem) with skip_reduction; both at twice its resolution.
+    assert plain.get_layer("cell_2_prev").input is plain.get_layer("cell_0_concat").output
+    assert skip.get_layer("cell_2_prev").input is skip.get_layer("stem_bn1").output
+    assert type(skip.get_layer("cell_2_prev")).__name__ == "FactorizedReduction"
+    # Cell 3 follows reduce_2 the same way: it gets the input of cell 2 (reduce_1's output).
+    assert skip.get_layer("cell_3_prev").input is skip.get_layer("cell_reduce_1_concat").output
+    assert plain.get_layer("cell_3_prev").input is plain.get_layer("cell_2_concat").output
+
+
+def test_param_counts_match_keras_applications():
+    assert NASNetMobile(weights=None).count_params() == 5_326_716
+
+
+@pytest.mark.slow
+def test_large_param_count():
+    assert NASNetLarge(weights=None).count_params() == 88_949_818
+
+
+def test_drop_path_placement_and_depth():
+    model = NASNet(NASNET_A, num_cells=1, filters=8, stem="cifar", input_shape=(32, 32, 3),
+                   drop_path_keep_prob=0.6, total_training_steps=100)
+    dps = [l for l in model.layers if isinstance(l, ScheduledDropPath)]
+    # NASNet-A: 8 non-identity ops per normal cell (3 normal cells), 10 per reduction cell (2), none on identities.
+    assert len(dps) == 3 * 8 + 2 * 9
+    assert {l.total_cells for l in dps} == {5}
+    assert sorted({l.cell_index for l in dps}) == [0, 1, 2, 3, 4]
+    assert not any("identity" in l.name for l in dps)
+    no_dp = NASNet(NASNET_A, num_cells=1, filters=8, stem="cifar", input_shape=(32, 32, 3))
+    assert not any(isinstance(l, ScheduledDropPath) for l in no_dp.layers)
+
+
+def test_aux_head_is_a_second_output():
+    model = NASNet(NASNET_A, num_cells=1, filters=8, stem="cifar", input_shape=(32, 32, 3), classes=5,
+                   aux_head=True)
+    assert [o.shape[-1] for o in model.outputs] == [5, 5]
+    assert model.output_names == ["predictions", "aux_predictions"] if hasattr(model, "output_names") else True
+    single = inference_model(model)
+    assert single.predict(np.zeros((1, 32, 32, 3)), verbose=0).shape == (1, 5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(input_shape=(31, 64, 3)), "at least 32"),
+    (dict(input_shape=(64, 64)), r"\(height, width, channels\)"),
+    (dict(pooling="mean", include_top=False), "pooling must be"),
+    (dict(stem="tiny"), "stem must be"),
+    (dict(aux_head=True, include_top=False, input_shape=(32, 32, 3)), "needs include_top"),
+    (dict(aux_head=True), "static input size"),
+    (dict(drop_path_keep_prob=0.7), "total_training_steps"),
+    (dict(penultimate_filters=100, filters=None), "multiple of 24"),
+    (dict(genotype="NASNet-A"), "must be a nasnet_keras.genotypes.Genotype"),
+])
+def test_bad_builder_arguments(kwargs, message):
+    args = dict(genotype=NASNET_A, num_cells=1, filters=8, stem="cifar")
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        NASNet(**args)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(input_shape=(224, 224, 1), include_top=False), "has 1 channels; ImageNet weights need 3"),
+    (dict(input_shape=(16, 16, 3), include_top=False), "at least 32"),
+    (dict(classes=10), "classes=10"),
+])
+def test_bad_application_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        NASNetMobile(weights="imagenet", **kwargs)
+
+
+def test_imagenet_weights_need_nasnet_a():
+    with pytest.raises(ValueError, match="only for the NASNet-A genotype"):
+        NASNet(PNASNET_5, num_cells=4, penultimate_filters=1056 * 5 // 6, weights="imagenet")
+    with pytest.raises(ValueError, match="only for NASNet-A Mobile"):
+        NASNet(NASNET_A, num_cells=3, penultimate_filters=1056, stem_filters=32, weights="imagenet")
+
+
+def test_grayscale_without_weights_is_fine():
+    model = NASNet(NASNET_A, num_cells=1, filters=8, stem="cifar", input_shape=(32, 32, 1), classes=3)
+    assert model.predict(np.zeros((1, 32, 32, 1)), verbose=0).shape == (1, 3)
+
+
+def test_input_tensor():
+    inp = keras.Input((40, 40, 3))
+    model = NASNet(NASNET_A, num_cells=1, filters=8, stem="cifar", input_tensor=inp, include_top=False,
+                   pooling="avg")
+    assert model.inputs[0] is inp and model.output.shape == (None, 6 * 4 * 8)
