@@ -8,7 +8,8 @@ from nasnet_keras.configs import CONFIGS
 
 
 def _imagenet_model(preset, input_shape, include_top, weights, input_tensor, pooling, classes,
-                    classifier_activation, name, drop_path_keep_prob, total_training_steps, weights_base_url):
+                    classifier_activation, name, drop_path_keep_prob, total_training_steps, weights_base_url,
+                    bn_momentum):
     config = CONFIGS[preset]
     if input_shape is None and input_tensor is None:
         size = config.default_size
@@ -19,13 +20,13 @@ def _imagenet_model(preset, input_shape, include_top, weights, input_tensor, poo
         drop_path_keep_prob=drop_path_keep_prob, total_training_steps=total_training_steps,
         include_top=include_top, weights=weights, input_tensor=input_tensor, input_shape=input_shape,
         pooling=pooling, classes=classes, classifier_activation=classifier_activation,
-        weights_base_url=weights_base_url, name=name)
+        weights_base_url=weights_base_url, bn_momentum=bn_momentum, name=name)
 
 
 def NASNetMobile(input_shape=None, include_top=True, weights="imagenet", input_tensor=None, pooling=None,
                  classes=1000, classifier_activation="softmax", name="nasnet_mobile", *,
                  drop_path_keep_prob: float = 1.0, total_training_steps: Optional[int] = None,
-                 weights_base_url: Optional[str] = None):
+                 weights_base_url: Optional[str] = None, bn_momentum: Optional[float] = None):
     """NASNet-A Mobile (4 @ 1056, 224x224): 5.3M params, 564M mult-adds, 74.0% top-1.
 
     Same arguments and defaults as `keras.applications.NASNetMobile`, and the
@@ -47,26 +48,31 @@ def NASNetMobile(input_shape=None, include_top=True, weights="imagenet", input_t
             fine-tuning (default 1.0, off; keyword only).
         total_training_steps: steps over which drop path ramps up.
         weights_base_url: mirror of the published weights files.
+        bn_momentum: BatchNorm momentum; default the published 0.9997, whose
+            moving statistics barely move in a short run: use ~0.9 when
+            training from random weights.
 
     Returns:
         A `keras.Model`; input images are preprocessed with
         `nasnet_keras.applications.preprocess_input` (x / 127.5 - 1).
     """
     return _imagenet_model("mobile", input_shape, include_top, weights, input_tensor, pooling, classes,
-                           classifier_activation, name, drop_path_keep_prob, total_training_steps, weights_base_url)
+                           classifier_activation, name, drop_path_keep_prob, total_training_steps, weights_base_url,
+                           bn_momentum)
 
 
 def NASNetLarge(input_shape=None, include_top=True, weights="imagenet", input_tensor=None, pooling=None,
                 classes=1000, classifier_activation="softmax", name="nasnet_large", *,
                 drop_path_keep_prob: float = 1.0, total_training_steps: Optional[int] = None,
-                weights_base_url: Optional[str] = None):
+                weights_base_url: Optional[str] = None, bn_momentum: Optional[float] = None):
     """NASNet-A Large (6 @ 4032, 331x331): 88.9M params, 23.8B mult-adds, 82.7% top-1.
 
     Same arguments as `NASNetMobile` (and `keras.applications.NASNetLarge`);
     default input (331, 331, 3) with `include_top`.
     """
     return _imagenet_model("large", input_shape, include_top, weights, input_tensor, pooling, classes,
-                           classifier_activation, name, drop_path_keep_prob, total_training_steps, weights_base_url)
+                           classifier_activation, name, drop_path_keep_prob, total_training_steps, weights_base_url,
+                           bn_momentum)
 
 
 def NASNetCIFAR(input_shape=(32, 32, 3), include_top=True, weights=None, input_tensor=None, pooling=None,
