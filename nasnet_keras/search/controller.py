@@ -79,10 +79,12 @@ class PPOController:
     decision's own count are padding, masked out of every softmax.
     """
 
-    def __init__(self, num_choices: Sequence[int], units: int = 100, embedding_dim: Optional[int] = None,
-                 learning_rate: float = 3.5e-4, entropy_weight: float = 1e-5, baseline_decay: float = 0.95,
-                 batch_size: int = 20, ppo_clip: float = 0.2, ppo_epochs: int = 4, init_range: float = 0.1,
-                 seed: Optional[int] = None):
+    def __init__(self, num_choices: Sequence[int], units: int = PAPER_DEFAULTS["units"],
+                 embedding_dim: Optional[int] = None, learning_rate: float = PAPER_DEFAULTS["learning_rate"],
+                 entropy_weight: float = PAPER_DEFAULTS["entropy_weight"],
+                 baseline_decay: float = PAPER_DEFAULTS["baseline_decay"],
+                 batch_size: int = PAPER_DEFAULTS["batch_size"], ppo_clip: float = 0.2, ppo_epochs: int = 4,
+                 init_range: float = PAPER_DEFAULTS["init_range"], seed: Optional[int] = None):
         if isinstance(num_choices, (str, bytes)) or not hasattr(num_choices, "__len__") or not num_choices:
             raise ValueError(f"num_choices must be a non-empty list of ints; got {num_choices!r}.")
         self.num_choices = tuple(_check_positive(f"num_choices[{i}]", n, int) for i, n in enumerate(num_choices))
