@@ -286,8 +286,7 @@ def NASNet(
         x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
 
     if input_tensor is not None:
-        from keras.src.ops.operation_utils import get_source_inputs  # same helper keras.applications use
-        model_inputs = get_source_inputs(input_tensor)
+        model_inputs = keras.utils.get_source_inputs(input_tensor)
     else:
         model_inputs = inputs
     model = keras.Model(model_inputs, [x, aux] if aux is not None else x,

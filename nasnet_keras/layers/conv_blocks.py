@@ -139,7 +139,7 @@ class SeparableConvBlock(_Composite):
 
 
 @keras.saving.register_keras_serializable(package="nasnet_keras")
-class FactorizedReduction(_Composite):
+class FactorizedReduction(keras.layers.Layer):
     """Halves the spatial size without losing half the pixels.
 
     ReLU, then two stride-2 1x1 convs, one on the input and one on the input
