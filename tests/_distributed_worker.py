@@ -1,0 +1,151 @@
+"""One process of a distributed cell search (Keras Tuner chief / worker mode), for tests/test_distributed.py.
+
+The role comes from Keras Tuner's environment: ``KERASTUNER_TUNER_ID``
+(``chief`` serves the oracle, ``tuner0``, ``tuner1``, ... run trials),
+``KERASTUNER_ORACLE_IP`` and ``KERASTUNER_ORACLE_PORT``. Every process builds
+the same `NASNetRLOracle` and tuner and calls ``tuner.search()``; Keras Tuner
+turns that into serving (chief) or running trials (workers).
+
+    KERASTUNER_TUNER_ID=chief KERASTUNER_ORACLE_IP=127.0.0.1 KERASTUNER_ORACLE_PORT=PORT \\
+        python tests/_distributed_worker.py --directory D --max-trials 8 --batch-size 4 --worker-timeout 3
+
+``--tuner score`` scores each architecture with a deterministic function (no
+training, ``--trial-seconds`` of sleep per trial); ``--tuner cell`` trains a
+tiny child with `CellSearchTuner` on a few digits images. A worker appends
+``<trial_id> <attempt>`` to ``<directory>/runs_<tuner_id>.log`` for every
+trial it finishes; ``--barrier N`` makes each worker wait in its first trial
+until N workers got one. ``--hang-file F``: the worker writes F (JSON: trial id and
+pid) in its first trial and then blocks there, heartbeats on, until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import keras_tuner  # noqa: E402
+
+import _oracle_search as harness  # noqa: E402
+from nasnet_keras.search import oracles  # noqa: E402
+
+# 2 x 64 architectures' worth of decisions per cell: small children, few duplicates in a few trials.
+TINY_SPACE = {"num_blocks": 1, "ops": ["identity", "max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3"],
+              "combines": ["add"]}
+
+
+def _barrier(directory, workers, timeout=120.0):
+    """Waits until `workers` workers have reached their first trial (so every worker gets one)."""
+    tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "tuner0")
+    open(os.path.join(directory, f"ready_{tuner_id}"), "w").close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len([f for f in os.listdir(directory) if f.startswith("ready_")]) >= workers:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"only some of the {workers} workers started within {timeout} s")
+
+
+def _log_run(directory, trial):
+    tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "tuner0")
+    with open(os.path.join(directory, f"runs_{tuner_id}.log"), "a") as f:
+        f.write(f"{trial.trial_id} {oracles.trial_attempt(trial)}\n")
+
+
+class ScoreWorkerTuner(keras_tuner.Tuner):
+    """Scores the genotype deterministically (`_oracle_search.score`), with heartbeats and attempt tags."""
+
+    def __init__(self, oracle, trial_seconds=0.0, hang_file=None, barrier=0, **kwargs):
+        self.space = oracle.space  # on a worker, `self.oracle` becomes Keras Tuner's gRPC client
+        super().__init__(oracle=oracle, **kwargs)
+        self.trial_seconds = trial_seconds
+        self.hang_file = hang_file
+        self.barrier = barrier
+
+    def run_trial(self, trial, *args, **kwargs):
+        if self.barrier:
+            _barrier(self.project_dir, self.barrier)
+            self.barrier = 0
+        with oracles.TrialHeartbeat(self.oracle, trial, interval_s=0.3):
+            if self.hang_file:
+                with open(self.hang_file + ".tmp", "w") as f:
+                    json.dump({"trial_id": trial.trial_id, "pid": os.getpid()}, f)
+                os.replace(self.hang_file + ".tmp", self.hang_file)
+                while True:  # until SIGKILL
+                    time.sleep(1.0)
+            time.sleep(self.trial_seconds)
+            value = harness.score(trial.hyperparameters.values, self.space)
+        _log_run(self.project_dir, trial)
+        return oracles.with_attempt(trial, {"val_accuracy": value})
+
+
+def _cell_tuner_class():
+    from nasnet_keras.search.tuner import CellSearchTuner
+
+    class CellWorkerTuner(CellSearchTuner):
+        """`CellSearchTuner` plus the test's barrier, run log, heartbeats and attempt tag."""
+
+        def __init__(self, oracle, barrier=0, **kwargs):
+            super().__init__(oracle, **kwargs)
+            self.barrier = barrier
+
+        def run_trial(self, trial, *args, **kwargs):
+            if self.barrier:
+                _barrier(self.project_dir, self.barrier)
+                self.barrier = 0
+            with oracles.TrialHeartbeat(self.oracle, trial, interval_s=1.0):
+                metrics = super().run_trial(trial, *args, **kwargs)
+            _log_run(self.project_dir, trial)
+            return oracles.with_attempt(trial, metrics)
+
+    return CellWorkerTuner
+
+
+def build(args):
+    """The oracle and tuner every process builds (same arguments everywhere)."""
+    oracle = oracles.NASNetRLOracle(max_trials=args.max_trials, seed=args.seed, batch_size=args.batch_size,
+                                    lstm_units=16, worker_timeout=args.worker_timeout, space=TINY_SPACE)
+    common = dict(directory=args.directory, project_name=args.project)
+    if args.tuner == "score":
+        return ScoreWorkerTuner(oracle, trial_seconds=args.trial_seconds, hang_file=args.hang_file,
+                                barrier=args.barrier, **common)
+    if args.tuner == "cell":
+        # A tiny child on a few digits images (32x32): 1 cell per stack, 4 filters, 1 epoch.
+        return _cell_tuner_class()(
+            oracle, barrier=args.barrier, data="digits", epochs=1, num_cells=1, filters=4, seed=1,
+            data_options=dict(image_size=32, batch_size=32, holdout=32, max_train_examples=64),
+            distribution_strategy="default", keep_best_model=False, write_reports=False, verbose=0, **common)
+    raise ValueError(f"unknown --tuner {args.tuner!r}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--directory", required=True)
+    parser.add_argument("--project", default="search")
+    parser.add_argument("--tuner", choices=("score", "cell"), default="score")
+    parser.add_argument("--max-trials", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--worker-timeout", type=float, default=600.0)
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--trial-seconds", type=float, default=0.0)
+    parser.add_argument("--hang-file", default=None)
+    parser.add_argument("--barrier", type=int, default=0, help="workers to wait for before the first trial")
+    args = parser.parse_args(argv)
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)  # three processes share the test machine's cores
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tuner = build(args)
+    tuner.search(verbose=0)
+    print(f"{os.environ.get('KERASTUNER_TUNER_ID')} done", flush=True)
+
+
+if __name__ == "__main__":
+    main()
