@@ -13,7 +13,8 @@ from typing import List, Optional
 import keras
 
 from nasnet_keras import genotypes as gt
-from nasnet_keras.layers import AuxiliaryHead, FactorizedReduction, ReLUConvBN, ScheduledDropPath, make_op
+from nasnet_keras.layers import (AuxiliaryHead, FactorizedReduction, FusedBatchNormalization, ReLUConvBN,
+                                 ScheduledDropPath, make_op)
 
 # BatchNorm settings of the published ImageNet models and of slim's CIFAR
 # setup (nasnet-facts section 3).
@@ -259,7 +260,7 @@ def NASNet(
     else:
         x = keras.layers.Conv2D(stem_filters, 3, padding="same", use_bias=False,
                                 kernel_initializer="he_normal", name="stem_conv1")(inputs)
-    x = keras.layers.BatchNormalization(momentum=bn["bn_momentum"], epsilon=bn["bn_epsilon"], name="stem_bn1")(x)
+    x = FusedBatchNormalization(momentum=bn["bn_momentum"], epsilon=bn["bn_epsilon"], name="stem_bn1")(x)
 
     outputs, levels = [x], [0]
     aux = None
