@@ -1,0 +1,176 @@
+"""Cell-search benchmark: controller cost, memory over many trials, trials per hour.
+
+    python benchmarks/search.py            # full run (~10 min on 2 CPU cores)
+    python benchmarks/search.py --quick    # smoke run
+
+Measures, in one process:
+1. controller cost per trial (sampling one architecture + the PPO update
+   amortized over its batch) against one training step of the quick preset's
+   child network (median of interleaved repeats; ratio);
+2. resident memory (RSS) after each of 30 tiny child trials run by
+   `CellSearchTuner` (goal: growth <= 10% from trial 5 to the last);
+3. trials per hour of the quick preset (`python -m search.run`'s default).
+Prints Markdown tables and the machine.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+
+from _common import interleaved_samples, machine_info, markdown_table, median  # noqa: E402
+
+
+def _rss_mb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _quick_settings():
+    from search.run import PRESETS
+    return PRESETS["quick"]
+
+
+def controller_vs_child(repeats):
+    import keras
+
+    from nasnet_keras.search import PPOController, SearchSpace, genotype_from_hyperparameters, num_choices
+    from nasnet_keras.search.data import load_dataset
+    from nasnet_keras.search.tuner import CellSearchTuner  # noqa: F401  (same child as the search)
+    from nasnet_keras import NASNet
+
+    q = _quick_settings()
+    rows = []
+    for label, space, batch in (("paper space (B=5, 50 decisions), update every 20", SearchSpace(), 20),
+                                (f"quick space (B={q['num_blocks']}), update every {q['controller_batch_size']}",
+                                 SearchSpace(num_blocks=q["num_blocks"]), q["controller_batch_size"])):
+        ctrl = PPOController(num_choices(space), batch_size=batch, seed=0)
+        for _ in range(batch):                       # warm up, including the first (compiling) update
+            d, lp = ctrl.sample()
+            ctrl.add_reward(d, lp, float(np.random.rand()))
+        sample_times, update_times = [], []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            d, lp = ctrl.sample()
+            sample_times.append(time.perf_counter() - t)
+        for _ in range(max(3, repeats // 10)):
+            for _ in range(batch - 1):
+                d, lp = ctrl.sample()
+                ctrl.add_reward(d, lp, float(np.random.rand()))
+            d, lp = ctrl.sample()
+            t = time.perf_counter()
+            ctrl.add_reward(d, lp, float(np.random.rand()))   # triggers the update
+            update_times.append(time.perf_counter() - t)
+        rows.append((label, median(sample_times), median(update_times) / batch))
+
+    data = load_dataset("digits", batch_size=q["batch_size"])
+    space = SearchSpace(num_blocks=q["num_blocks"])
+    ctrl = PPOController(num_choices(space), seed=1)
+    from nasnet_keras.search.space import indices_to_values
+    genotype = genotype_from_hyperparameters(indices_to_values(ctrl.sample()[0], space), space)
+    model = NASNet(genotype, num_cells=q["num_cells"], filters=q["filters"], stem="cifar",
+                   input_shape=data.input_shape, classes=data.num_classes)
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), "sparse_categorical_crossentropy")
+    x, y = next(iter(data.train))
+    model.train_on_batch(x, y)
+    step = interleaved_samples({"child": lambda: model.train_on_batch(x, y)}, repeats)["child"]
+    child_step = median(step)
+    table = [(label, f"{s * 1e3:.2f}", f"{u * 1e3:.2f}", f"{(s + u) * 1e3:.2f}", f"{child_step * 1e3:.1f}",
+              f"{(s + u) / child_step:.3f}") for label, s, u in rows]
+    return markdown_table(["controller", "sample ms", "PPO update ms / trial", "controller ms / trial",
+                           "one child step ms (quick child)", "ratio"], table)
+
+
+def memory_over_trials(num_trials, examples):
+    from nasnet_keras.search import RandomCellOracle, SearchSpace
+    from nasnet_keras.search.data import load_dataset
+    from nasnet_keras.search.tuner import CellSearchTuner
+
+    q = _quick_settings()
+    rss = []
+
+    class Recording(CellSearchTuner):
+        def on_trial_end(self, trial):
+            super().on_trial_end(trial)
+            rss.append(_rss_mb())
+
+    space = SearchSpace(num_blocks=q["num_blocks"])
+    data = load_dataset("digits", batch_size=q["batch_size"], max_train_examples=examples)
+    with tempfile.TemporaryDirectory() as tmp:
+        tuner = Recording(RandomCellOracle(max_trials=num_trials, space=space, seed=0), data, epochs=1,
+                          num_cells=q["num_cells"], filters=q["filters"], space=space, verbose=0,
+                          directory=tmp, project_name="memory", overwrite=True)
+        start = time.perf_counter()
+        tuner.search()
+        seconds = time.perf_counter() - start
+    base = rss[min(4, len(rss) - 1)]
+    growth = (rss[-1] - base) / base
+    rows = [(i + 1, f"{r:.0f}") for i, r in enumerate(rss) if i in (0, 4, 9, 14, 19, 24, len(rss) - 1)]
+    table = markdown_table(["trial", "RSS MB"], rows)
+    summary = (f"RSS after trial 5: {base:.0f} MB, after trial {len(rss)}: {rss[-1]:.0f} MB, growth "
+               f"{growth * 100:+.1f}% (goal <= +10%); peak {max(rss):.0f} MB; {len(rss)} trials in {seconds:.0f} s")
+    return table, summary, growth
+
+
+def quick_trials_per_hour(num_trials):
+    from nasnet_keras.search import NASNetRLOracle, SearchSpace
+    from nasnet_keras.search.data import load_dataset
+    from nasnet_keras.search.tuner import CellSearchTuner
+
+    q = _quick_settings()
+    times = []
+
+    class Timed(CellSearchTuner):
+        def on_trial_begin(self, trial):
+            self._t = time.perf_counter()
+            super().on_trial_begin(trial)
+
+        def on_trial_end(self, trial):
+            super().on_trial_end(trial)
+            times.append(time.perf_counter() - self._t)
+
+    space = SearchSpace(num_blocks=q["num_blocks"])
+    data = load_dataset(q["dataset"], batch_size=q["batch_size"])
+    with tempfile.TemporaryDirectory() as tmp:
+        tuner = Timed(NASNetRLOracle(max_trials=num_trials, space=space, seed=0,
+                                     batch_size=q["controller_batch_size"]), data,
+                      epochs=q["epochs"], num_cells=q["num_cells"], filters=q["filters"],
+                      learning_rate=q["learning_rate"], weight_decay=q["weight_decay"], space=space, verbose=0,
+                      directory=tmp, project_name="quick", overwrite=True)
+        tuner.search()
+    per_trial = median(times)
+    return per_trial, 3600.0 / per_trial
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Cell-search benchmark")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and trials (smoke run)")
+    args = parser.parse_args(argv)
+    info = machine_info()
+    repeats = 20 if args.quick else 100
+    print("## Search benchmark\n")
+    print("Machine: " + "; ".join(f"{k}: {v}" for k, v in info.items()) + "\n")
+    print("### Controller cost per trial vs one child training step\n")
+    print(controller_vs_child(repeats) + "\n")
+    print("### Memory over tiny child trials (RandomCellOracle, quick child, 128 digits, 1 epoch)\n")
+    table, summary, growth = memory_over_trials(8 if args.quick else 30, 128)
+    print(table + "\n")
+    print(summary + "\n")
+    print("### Quick preset throughput\n")
+    per_trial, per_hour = quick_trials_per_hour(3 if args.quick else 6)
+    print(markdown_table(["preset", "median s / trial", "trials / hour"],
+                         [("quick (python -m search.run)", f"{per_trial:.1f}", f"{per_hour:.0f}")]))
+
+
+if __name__ == "__main__":
+    main()
