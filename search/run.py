@@ -92,6 +92,8 @@ flags.DEFINE_integer("max_consecutive_failed_trials", 3, "Stop after this many f
                      lower_bound=1)
 flags.DEFINE_integer("trials_per_worker", 20, "Children trained by one worker process before it is replaced "
                      "(bounds memory: TensorFlow keeps every traced training graph).", lower_bound=1)
+flags.DEFINE_float("worker_timeout", 600.0, "Distributed search: seconds a worker's running trial may stay silent "
+                   "before the chief hands it to another worker.", lower_bound=1.0)
 flags.DEFINE_string("directory", "nasnet_search", "Directory holding the search projects.")
 flags.DEFINE_string("project_name", None, "Project sub-directory (default: the --oracle name).")
 flags.DEFINE_bool("overwrite", False, "Delete the project and start over instead of resuming it.")
@@ -125,7 +127,7 @@ def resolve_settings(flag_values=FLAGS) -> Dict[str, Any]:
             settings[name] = value
     for name in ("preset", "oracle", "directory", "overwrite", "seed", "distribution", "data_dir",
                  "download", "max_train_examples", "max_consecutive_failed_trials", "trials_per_worker",
-                 "verbose"):
+                 "verbose", "worker_timeout"):
         settings[name] = flag_values[name].value
     settings["project_name"] = flag_values.project_name or flag_values.oracle
     return settings
@@ -143,6 +145,11 @@ def _error(message: str) -> int:
     return 1
 
 
+def _is_distributed_worker() -> bool:
+    tuner_id = os.environ.get("KERASTUNER_TUNER_ID")
+    return bool(os.environ.get("KERASTUNER_ORACLE_IP")) and tuner_id not in (None, "chief")
+
+
 def run_search(settings: Dict[str, Any]) -> int:
     """Runs (or resumes) the search described by `resolve_settings`' dict; returns the exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -153,6 +160,9 @@ def run_search(settings: Dict[str, Any]) -> int:
     from nasnet_keras.search.tuner import CellSearchTuner, TooManyFailedTrialsError
 
     s = settings
+    if s["overwrite"] and _is_distributed_worker():
+        return _error("--overwrite on a distributed worker would delete the project it may share with the chief; "
+                      "pass --overwrite to the chief only.")
     project_dir = os.path.join(s["directory"], s["project_name"])
     print(f"NASNet cell search ({s['preset']} preset): oracle {s['oracle']}, dataset {s['dataset']}, "
           f"{s['max_trials']} trials x {s['epochs']} epoch(s), N={s['num_cells']}, F={s['filters']}, "
@@ -160,7 +170,8 @@ def run_search(settings: Dict[str, Any]) -> int:
     try:
         space = SearchSpace(num_blocks=s["num_blocks"])
         common = dict(max_trials=s["max_trials"], space=space, seed=s["seed"],
-                      max_consecutive_failed_trials=s["max_consecutive_failed_trials"])
+                      max_consecutive_failed_trials=s["max_consecutive_failed_trials"],
+                      worker_timeout=s["worker_timeout"])
         if s["oracle"] == "rl":
             oracle = NASNetRLOracle(batch_size=s["controller_batch_size"], **common)
         else:
@@ -188,6 +199,9 @@ def run_search(settings: Dict[str, Any]) -> int:
               file=sys.stderr, flush=True)
         return 130
 
+    if _is_distributed_worker():
+        print(f"Worker {os.environ['KERASTUNER_TUNER_ID']} done; the chief writes the search outputs.", flush=True)
+        return 0
     records = tuner.reports()
     projects = progress.directory_records(s["directory"])
     if len(projects) > 1:  # e.g. rl and random: one comparison plot

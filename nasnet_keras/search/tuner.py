@@ -43,6 +43,7 @@ are refreshed (``trials.csv``, ``best_genotype.json``, ``rewards.png``; see
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import json
@@ -72,6 +73,7 @@ from nasnet_keras.builder import NASNet
 from nasnet_keras.cost import model_cost
 from nasnet_keras.search import progress
 from nasnet_keras.search import space as space_lib
+from nasnet_keras.search.oracles import TrialHeartbeat, with_attempt
 from nasnet_keras.search.data import SearchData, load_dataset
 
 __all__ = [
@@ -90,6 +92,8 @@ DISTRIBUTIONS = ("auto", "mirrored", "default", "one_device")
 ISOLATIONS = ("process", "none")
 
 CHILD_CONFIG_FILE = "child_config.json"
+#: Seconds between a distributed worker's "still alive" calls to the chief (well below worker_timeout).
+HEARTBEAT_SECONDS = 30.0
 CHILD_RECORD_FILE = "child.json"
 BEST_WEIGHTS_FILE = "best_model.weights.h5"
 BEST_MODEL_INFO_FILE = "best_model.json"
@@ -724,6 +728,10 @@ class CellSearchTuner(keras_tuner.Tuner):
         seed = self._trial_seed(trial.trial_id)
         start = time.perf_counter()
         record: Dict[str, Any] = {"trial_id": trial.trial_id}
+        # On a distributed worker, tell the chief the trial is alive while the child trains, so it is
+        # re-queued only if this worker really dies (see the oracles' worker_timeout).
+        alive = (TrialHeartbeat(self.oracle, trial, interval_s=HEARTBEAT_SECONDS) if self._is_worker()
+                 else contextlib.nullcontext())
         try:
             if self.isolation == "process":
                 if callbacks:
@@ -732,11 +740,13 @@ class CellSearchTuner(keras_tuner.Tuner):
                 if self._worker is None:
                     self._worker = _TrialWorker(self._worker_config(), self.trials_per_worker,
                                                 os.path.join(self.project_dir, f"worker_{self.tuner_id}.log"))
-                metrics = self._worker.train({"genotype": genotype.to_dict(), "seed": seed,
-                                              "keep_best": keep_best})
+                with alive:
+                    metrics = self._worker.train({"genotype": genotype.to_dict(), "seed": seed,
+                                                  "keep_best": keep_best})
             else:
-                metrics = self.trainer.train(genotype, seed=seed, keep_best=keep_best,
-                                             callbacks=copy.deepcopy(list(callbacks)))
+                with alive:
+                    metrics = self.trainer.train(genotype, seed=seed, keep_best=keep_best,
+                                                 callbacks=copy.deepcopy(list(callbacks)))
         except Exception as err:
             record.update(getattr(err, "record", {}) or {})
             record.update(seconds=time.perf_counter() - start, status="FAILED",
@@ -751,7 +761,7 @@ class CellSearchTuner(keras_tuner.Tuner):
         record.update(params=metrics["params"], mult_adds=metrics["mult_adds"], seconds=metrics["seconds"],
                       status="COMPLETED")
         self._write_child_record(trial.trial_id, record)
-        return metrics
+        return with_attempt(trial, metrics) if self._is_worker() else metrics
 
     def _worker_config(self) -> Dict[str, Any]:
         return {"data": self._data_kwargs, "trainer": self._trainer_kwargs, "distribution": self._distribution_name}
