@@ -109,7 +109,7 @@ from keras_tuner.engine import trial as trial_module
 
 from nasnet_keras import genotypes
 from nasnet_keras.search import space as space_lib
-from nasnet_keras.search.controller import PPOController
+from nasnet_keras.search.controller import PAPER_DEFAULTS, PPOController
 
 _STATE_KEY = "nasnet_cell_search"
 _STATE_FORMAT = 1
@@ -604,8 +604,10 @@ class NASNetRLOracle(_CellOracle):
             ``from_tuner``, ``to_tuner``, ``silent_s``, ``time``).
     """
 
-    def __init__(self, objective=None, max_trials=None, space=None, seed=None, lstm_units=100,
-                 learning_rate=3.5e-4, entropy_weight=1e-5, baseline_decay=0.95, batch_size=20, ppo_clip=0.2,
+    def __init__(self, objective=None, max_trials=None, space=None, seed=None, lstm_units=PAPER_DEFAULTS["units"],
+                 learning_rate=PAPER_DEFAULTS["learning_rate"], entropy_weight=PAPER_DEFAULTS["entropy_weight"],
+                 baseline_decay=PAPER_DEFAULTS["baseline_decay"], batch_size=PAPER_DEFAULTS["batch_size"],
+                 ppo_clip=0.2,
                  ppo_epochs=4, failed_reward=0.0, max_duplicate_resamples=20, max_retries_per_trial=0,
                  max_consecutive_failed_trials=3, worker_timeout=600.0, **kwargs):
         super().__init__(objective, max_trials, space, seed, max_duplicate_resamples, max_retries_per_trial,
