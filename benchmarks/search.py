@@ -52,7 +52,6 @@ def controller_vs_child(repeats):
 
     from nasnet_keras.search import PPOController, SearchSpace, genotype_from_hyperparameters, num_choices
     from nasnet_keras.search.data import load_dataset
-    from nasnet_keras.search.tuner import CellSearchTuner  # noqa: F401  (same child as the search)
     from nasnet_keras import NASNet
 
     q = _quick_settings()
@@ -99,7 +98,6 @@ def controller_vs_child(repeats):
 
 def memory_over_trials(num_trials, examples):
     from nasnet_keras.search import RandomCellOracle, SearchSpace
-    from nasnet_keras.search.data import load_dataset
     from nasnet_keras.search.tuner import CellSearchTuner
 
     q = _quick_settings()
@@ -114,9 +112,11 @@ def memory_over_trials(num_trials, examples):
             rss.append((_rss_mb(), worker))
 
     space = SearchSpace(num_blocks=q["num_blocks"])
-    data = load_dataset("digits", batch_size=q["batch_size"], max_train_examples=examples)
+    # A dataset *name* (as the CLI passes) keeps the default isolation: children train in a worker subprocess.
+    data = "digits"
     with tempfile.TemporaryDirectory() as tmp:
         tuner = Recording(RandomCellOracle(max_trials=num_trials, space=space, seed=0), data, epochs=1,
+                          data_options=dict(batch_size=q["batch_size"], max_train_examples=examples),
                           num_cells=q["num_cells"], filters=q["filters"], space=space, verbose=0,
                           directory=tmp, project_name="memory", overwrite=True)
         start = time.perf_counter()
@@ -136,7 +136,6 @@ def memory_over_trials(num_trials, examples):
 
 def quick_trials_per_hour(num_trials):
     from nasnet_keras.search import NASNetRLOracle, SearchSpace
-    from nasnet_keras.search.data import load_dataset
     from nasnet_keras.search.tuner import CellSearchTuner
 
     q = _quick_settings()
@@ -152,10 +151,10 @@ def quick_trials_per_hour(num_trials):
             times.append(time.perf_counter() - self._t)
 
     space = SearchSpace(num_blocks=q["num_blocks"])
-    data = load_dataset(q["dataset"], batch_size=q["batch_size"])
     with tempfile.TemporaryDirectory() as tmp:
         tuner = Timed(NASNetRLOracle(max_trials=num_trials, space=space, seed=0,
-                                     batch_size=q["controller_batch_size"]), data,
+                                     batch_size=q["controller_batch_size"]), q["dataset"],
+                      data_options=dict(batch_size=q["batch_size"]),
                       epochs=q["epochs"], num_cells=q["num_cells"], filters=q["filters"],
                       learning_rate=q["learning_rate"], weight_decay=q["weight_decay"], space=space, verbose=0,
                       directory=tmp, project_name="quick", overwrite=True)
