@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from nasnet_keras import configs, genotypes
-from nasnet_keras.layers import FactorizedReduction, ReLUConvBN, SeparableConvBlock
+from nasnet_keras.layers import FactorizedReduction, SeparableConvBlock
 
 BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/nasnet/"
 BASE_URL_ENV = "NASNET_KERAS_WEIGHTS_URL"
@@ -106,11 +106,7 @@ def fetch_published_weights(preset: str, include_top: bool, base_url: Optional[s
             f"Could not get the ImageNet weights {fname}.\n  URL: {url}\n  md5: {md5}\n  cache path: {target}\n"
             f"  reason: {reason}\nDownload the file yourself and put it at the cache path, point "
             f"weights_base_url= or ${BASE_URL_ENV} at a mirror, or pass weights=<path to the file>.") from None
-    if _md5(path) != md5:
-        os.remove(path)
-        raise ValueError(f"The cached file {path} does not match md5 {md5} and was removed; "
-                         f"download it again from {url}.")
-    return path
+    return path  # get_file checked the md5 of the cached or downloaded file
 
 
 def load_weights(model: keras.Model, weights: str, include_top: bool = True, base_url: Optional[str] = None,

@@ -86,7 +86,7 @@ def test_aux_head_is_a_second_output():
     model = NASNet(NASNET_A, num_cells=1, filters=8, stem="cifar", input_shape=(32, 32, 3), classes=5,
                    aux_head=True)
     assert [o.shape[-1] for o in model.outputs] == [5, 5]
-    assert model.output_names == ["predictions", "aux_predictions"] if hasattr(model, "output_names") else True
+    assert model.output_names == ["predictions", "aux_predictions"]
     single = inference_model(model)
     assert single.predict(np.zeros((1, 32, 32, 3)), verbose=0).shape == (1, 5)
 
