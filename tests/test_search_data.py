@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from nasnet_keras.search import data
+from nasnet_keras.search import data_sources
 from nasnet_keras.search.data import (
     DEFAULT_DATASET,
     DIGITS_HOLDOUT,
@@ -220,10 +220,10 @@ def test_flip_default_off_for_digits_and_can_be_enabled():
 
 
 def test_repeated_calls_reuse_cached_arrays():
-    data._digits_arrays.cache_clear()
+    data_sources._digits_arrays.cache_clear()
     for _ in range(3):
         load_dataset("digits")
-    info = data._digits_arrays.cache_info()
+    info = data_sources._digits_arrays.cache_info()
     assert info.misses == 1 and info.hits == 2
 
 
@@ -359,8 +359,8 @@ def test_tfds_source_holdout_is_last_of_train(no_network, tmp_path):
 
 
 def test_default_holdouts_paper_preset_and_fraction():
-    # Paper Sec. 4 / facts Sec. 5: 5,000 of CIFAR-10's 50,000 train images.
-    resolve, default = data._resolve_holdout, data._default_holdout
+    # Paper Sec. 4: 5,000 of CIFAR-10's 50,000 train images.
+    resolve, default = data_sources._resolve_holdout, data_sources._default_holdout
     assert resolve(None, 50000, default("cifar10"), "cifar10") == 5000
     assert resolve(None, 60000, default("mnist"), "mnist") == 6000
     assert resolve(None, 30, default(None), "dir") == 3

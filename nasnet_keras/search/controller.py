@@ -7,7 +7,7 @@ softmax head turns the hidden state into logits over its choices. Every
 decision has its own head and its own embedding table, sized by its number of
 choices. All weights start uniform in ``[-init_range, init_range]``.
 
-Training (paper Appendix A; facts Sec. 5): reward = child validation accuracy
+Training (paper Appendix A): reward = child validation accuracy
 minus an exponential moving average baseline (decay 0.95); the policy is
 updated with PPO's clipped surrogate on minibatches of 20 architectures, Adam,
 learning rate 0.00035, entropy bonus 1e-5.
@@ -31,7 +31,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-# Paper settings (Appendix A; facts Sec. 5). The PPO clip (0.2) and epochs are
+from nasnet_keras.search.checks import check_positive, check_probability, check_seed
+
+# Paper settings (Appendix A). The PPO clip (0.2) and epochs are
 # not given by the paper; 0.2 is PPO's usual value.
 PAPER_DEFAULTS = dict(units=100, learning_rate=3.5e-4, entropy_weight=1e-5, baseline_decay=0.95,
                       batch_size=20, init_range=0.1)
@@ -39,16 +41,6 @@ PAPER_DEFAULTS = dict(units=100, learning_rate=3.5e-4, entropy_weight=1e-5, base
 _WEIGHT_NAMES = ("start", "lstm_kernel", "lstm_bias", "head_kernel", "head_bias", "embedding")
 _ADAM_BETA1, _ADAM_BETA2, _ADAM_EPSILON = 0.9, 0.999, 1e-8
 _NEG = -1e9  # logit given to padding classes
-
-
-def _check_positive(name, value, kind=float, allow_zero=False):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        ok = ok and float(value).is_integer()
-    if not ok or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} "
-                         f"{'int' if kind is int else 'number'}; got {value!r}.")
-    return kind(value)
 
 
 class PPOController:
@@ -87,24 +79,19 @@ class PPOController:
                  init_range: float = PAPER_DEFAULTS["init_range"], seed: Optional[int] = None):
         if isinstance(num_choices, (str, bytes)) or not hasattr(num_choices, "__len__") or not num_choices:
             raise ValueError(f"num_choices must be a non-empty list of ints; got {num_choices!r}.")
-        self.num_choices = tuple(_check_positive(f"num_choices[{i}]", n, int) for i, n in enumerate(num_choices))
-        self.units = _check_positive("units", units, int)
-        self.embedding_dim = _check_positive("embedding_dim", embedding_dim, int) if embedding_dim is not None \
+        self.num_choices = tuple(check_positive(f"num_choices[{i}]", n) for i, n in enumerate(num_choices))
+        self.units = check_positive("units", units)
+        self.embedding_dim = check_positive("embedding_dim", embedding_dim) if embedding_dim is not None \
             else self.units
-        self.learning_rate = _check_positive("learning_rate", learning_rate)
-        self.entropy_weight = _check_positive("entropy_weight", entropy_weight, allow_zero=True)
-        self.baseline_decay = _check_positive("baseline_decay", baseline_decay, allow_zero=True)
-        if self.baseline_decay >= 1:
-            raise ValueError(f"baseline_decay must be in [0, 1); got {baseline_decay!r}.")
-        self.batch_size = _check_positive("batch_size", batch_size, int)
-        self.ppo_clip = _check_positive("ppo_clip", ppo_clip)
-        self.ppo_epochs = _check_positive("ppo_epochs", ppo_epochs, int)
-        self.init_range = _check_positive("init_range", init_range)
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy % (2 ** 31))
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"seed must be an int or None; got {seed!r}.")
-        self.seed = int(seed)
+        self.learning_rate = check_positive("learning_rate", learning_rate, float)
+        self.entropy_weight = check_positive("entropy_weight", entropy_weight, float, allow_zero=True)
+        self.baseline_decay = check_probability("baseline_decay", baseline_decay, allow_zero=True, allow_one=False)
+        self.batch_size = check_positive("batch_size", batch_size)
+        self.ppo_clip = check_positive("ppo_clip", ppo_clip, float)
+        self.ppo_epochs = check_positive("ppo_epochs", ppo_epochs)
+        self.init_range = check_positive("init_range", init_range, float)
+        seed = check_seed("seed", seed)
+        self.seed = int(np.random.SeedSequence().entropy % (2 ** 31)) if seed is None else seed
 
         T, C = len(self.num_choices), max(self.num_choices)
         self._mask = np.zeros((T, C), np.float32)

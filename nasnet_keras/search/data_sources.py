@@ -1,0 +1,402 @@
+"""Reading the image-classification sources the cell search trains children on.
+
+Each loader returns a `Source`: unbatched training and reward (validation)
+datasets plus metadata, which `nasnet_keras.search.data.load_dataset` caches,
+augments and batches.
+
+Three kinds of source are understood:
+
+* ``"digits"`` (`digits_source`): scikit-learn's ``load_digits``, 1,797 real
+  8x8 grey-scale handwritten digits that ship inside scikit-learn, so a quick
+  search runs with no network and no download. Images are upscaled (bilinear,
+  antialiased) to 32x32 -- or ``image_size`` -- and the grey channel is copied
+  into 3 channels so the images look like small RGB photos to a CIFAR-style
+  child network. Intensities 0..16 become float32 ``x / 8 - 1`` in [-1, 1].
+  The last 297 examples are the reward set (1,500 train / 297 reward).
+* a directory with one sub-folder of images per class (PNG, JPEG, BMP, GIF)
+  (`directory_source`).
+* a tensorflow-datasets name (`tfds_source`): ``"cifar10"``, ``"mnist"``,
+  ``"fashion_mnist"``, ``"name/config"``, ``"name:version"``... The dataset
+  needs ``image`` and ``label`` features and a ``train`` split, and must
+  already be prepared in ``data_dir`` (nothing is downloaded unless
+  ``download=True``). ``"cifar10"`` uses the paper's preset: the last 5,000 of
+  the 50,000 training images are held out as the reward set (paper Sec. 4).
+
+In every case the reward set is the *last* ``holdout`` examples of the
+training data (for directories: of a fixed, seed-independent permutation of
+the sorted file list), so it does not change between trials or seeds.
+Directory and tfds images stay uint8 here; `nasnet_keras.search.data` scales
+them to [-1, 1] after caching the decoded images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import os
+from typing import Optional, Tuple, Union
+
+import numpy as np
+import tensorflow as tf
+
+from nasnet_keras.search.checks import is_int
+
+__all__ = ["PAPER_DATASET", "PAPER_HOLDOUT", "DIGITS_HOLDOUT", "DEFAULT_HOLDOUT_FRACTION", "IMAGE_EXTENSIONS",
+           "DatasetNotPreparedError", "Source", "digits_source", "directory_source", "tfds_source"]
+
+#: The dataset the paper searched on.
+PAPER_DATASET = "cifar10"
+#: Paper Sec. 4: 5,000 of CIFAR-10's 50,000 training images are held out as
+#: the reward's validation set.
+PAPER_HOLDOUT = 5000
+#: Default reward-set size for "digits": leaves exactly 1,500 training images.
+DIGITS_HOLDOUT = 297
+#: Default reward-set fraction for every other source (same 10% as the paper).
+DEFAULT_HOLDOUT_FRACTION = 0.1
+#: File name endings the directory source reads (case-insensitive).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+# The directory split uses its own fixed seed so that the reward set is the
+# same whatever `seed` a trial uses.
+_DIRECTORY_SPLIT_SEED = 1234
+_DIGITS_NATIVE_SIZE = 8
+_DIGITS_DEFAULT_SIZE = 32
+
+
+class DatasetNotPreparedError(FileNotFoundError):
+    """A tensorflow-datasets dataset is not prepared in the data directory.
+
+    Raised instead of silently downloading; the message says how to prepare it.
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One loaded source, before batching.
+
+    ``train`` / ``validation`` are unbatched ``(image, int32 label)`` datasets
+    in a fixed order, images ``(H, W, C)`` = ``input_shape``, uint8 (float32 in
+    [-1, 1] for digits); the other fields are as in `SearchData`, plus
+    ``default_flip`` (random left-right flips suit these images) and
+    ``needs_cache`` (the datasets decode files, so caching pays).
+    """
+
+    name: str
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    num_train: int
+    num_val: int
+    num_classes: int
+    input_shape: Tuple[int, int, int]
+    class_names: Tuple[str, ...]
+    default_flip: bool
+    needs_cache: bool
+
+
+def _default_holdout(source_name: Optional[str]) -> Union[int, float]:
+    """Reward-set size used when ``holdout`` is None (see `load_dataset`)."""
+    if source_name == PAPER_DATASET:
+        return PAPER_HOLDOUT  # paper Sec. 4
+    if source_name == "digits":
+        return DIGITS_HOLDOUT
+    return DEFAULT_HOLDOUT_FRACTION
+
+
+def _resolve_holdout(holdout: Union[int, float, None], total: int, default, what: str) -> int:
+    """Turns a holdout spec into a count that leaves >= 1 training example."""
+    if holdout is None:
+        holdout = default
+    if isinstance(holdout, bool):
+        raise ValueError(f"holdout must be an int or a fraction, got {holdout!r}.")
+    if is_int(holdout):
+        count = int(holdout)
+    elif isinstance(holdout, (float, np.floating)):
+        if not 0.0 < holdout < 1.0:
+            raise ValueError(
+                f"A fractional holdout must be in (0, 1), got {holdout!r}; pass an int "
+                "for a number of examples."
+            )
+        count = max(1, int(round(holdout * total)))
+    else:
+        raise ValueError(f"holdout must be an int, a float in (0, 1) or None, got {holdout!r}.")
+    if not 1 <= count < total:
+        raise ValueError(
+            f"holdout={holdout!r} must leave at least one training example and hold out "
+            f"at least one: {what} has {total} training examples."
+        )
+    return count
+
+
+# --------------------------------------------------------------------------
+# scikit-learn digits.
+
+
+@functools.lru_cache(maxsize=4)
+def _digits_arrays(size: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
+    """All 1,797 digits as read-only float32 (N, h, w, 3) in [-1, 1], int32 labels.
+
+    Cached per size (a few MB each) so repeated calls are cheap.
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "The 'digits' dataset needs scikit-learn: pip install scikit-learn "
+            "(or name another dataset)."
+        ) from err
+    bunch = load_digits()
+    # Intensities are 0..16 (paper-independent: sklearn's UCI digits).
+    images = bunch.images.astype(np.float32)[..., None]
+    if size != (_DIGITS_NATIVE_SIZE, _DIGITS_NATIVE_SIZE):
+        images = tf.image.resize(images, size, method="bilinear", antialias=True).numpy()
+    images = np.clip(images / 8.0 - 1.0, -1.0, 1.0).astype(np.float32)
+    images = np.repeat(images, 3, axis=-1)
+    labels = bunch.target.astype(np.int32)
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
+def digits_source(holdout, size: Optional[Tuple[int, int]]) -> Source:
+    """scikit-learn's digits at ``size`` (default 32x32), last ``holdout`` as reward set.
+
+    Raises:
+        ValueError: a bad ``holdout``.
+        ImportError: scikit-learn is not installed.
+    """
+    size = size or (_DIGITS_DEFAULT_SIZE, _DIGITS_DEFAULT_SIZE)
+    images, labels = _digits_arrays(size)
+    total = len(labels)
+    n_val = _resolve_holdout(holdout, total, _default_holdout("digits"), "'digits'")
+    n_train = total - n_val
+    return Source(
+        name="digits",
+        train=tf.data.Dataset.from_tensor_slices((images[:n_train], labels[:n_train])),
+        validation=tf.data.Dataset.from_tensor_slices((images[n_train:], labels[n_train:])),
+        num_train=n_train,
+        num_val=n_val,
+        num_classes=10,
+        input_shape=(size[0], size[1], 3),
+        class_names=tuple(str(d) for d in range(10)),
+        default_flip=False,  # a mirrored digit is not a digit
+        needs_cache=False,  # already in memory
+    )
+
+
+# --------------------------------------------------------------------------
+# A directory of class folders.
+
+
+def directory_source(path: str, holdout, size: Optional[Tuple[int, int]]) -> Source:
+    """Images under ``path/<class>/`` (sorted class names are the labels), as RGB uint8.
+
+    ``size`` None keeps the size of the first image in sorted order; every
+    image is resized (bilinear) to it.
+
+    Raises:
+        ValueError: the directory is missing, has no images in class
+            sub-folders, has only one class, or a bad ``holdout``.
+    """
+    root = os.path.abspath(os.path.expanduser(path))
+    if not os.path.isdir(root):
+        raise ValueError(f"Image directory {root!r} does not exist.")
+    class_names, files, labels = [], [], []
+    for entry in sorted(os.listdir(root)):
+        sub = os.path.join(root, entry)
+        if entry.startswith(".") or not os.path.isdir(sub):
+            continue
+        images = _image_files(sub)
+        if images:
+            files.extend(images)
+            labels.extend([len(class_names)] * len(images))
+            class_names.append(entry)
+    if not files:
+        loose = _image_files(root, recursive=False)
+        hint = (
+            f" It holds {len(loose)} images directly; move them into one sub-folder per class."
+            if loose
+            else ""
+        )
+        raise ValueError(
+            f"Image directory {root!r} has no class sub-folders with images "
+            f"({', '.join(IMAGE_EXTENSIONS)}).{hint}"
+        )
+    if len(class_names) < 2:
+        raise ValueError(
+            f"Image directory {root!r} has images for only one class ({class_names[0]!r}); "
+            "a classification dataset needs at least two class sub-folders."
+        )
+    total = len(files)
+    n_val = _resolve_holdout(holdout, total, _default_holdout(None), f"directory {root!r}")
+    order = np.random.default_rng(_DIRECTORY_SPLIT_SEED).permutation(total)
+    files = np.asarray(files)[order]
+    labels = np.asarray(labels, dtype=np.int32)[order]
+
+    if size is None:
+        first = tf.io.decode_image(tf.io.read_file(files[0]), expand_animations=False)
+        size = (int(first.shape[0]), int(first.shape[1]))
+
+    def decode(file, label):
+        image = tf.io.decode_image(tf.io.read_file(file), channels=3, expand_animations=False)
+        image = tf.image.resize(image, size, method="bilinear")
+        image = tf.saturate_cast(tf.round(image), tf.uint8)
+        image.set_shape((size[0], size[1], 3))
+        return image, label
+
+    def make(sl):
+        ds = tf.data.Dataset.from_tensor_slices((files[sl], labels[sl]))
+        return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    n_train = total - n_val
+    return Source(
+        name=root,
+        train=make(slice(0, n_train)),
+        validation=make(slice(n_train, total)),
+        num_train=n_train,
+        num_val=n_val,
+        num_classes=len(class_names),
+        input_shape=(size[0], size[1], 3),
+        class_names=tuple(class_names),
+        default_flip=True,
+        needs_cache=True,
+    )
+
+
+def _image_files(folder: str, recursive: bool = True):
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(
+            os.path.join(dirpath, f)
+            for f in sorted(filenames)
+            if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
+        )
+        if not recursive:
+            break
+    return found
+
+
+# --------------------------------------------------------------------------
+# A tensorflow-datasets dataset.
+
+
+def _tfds_builder(name: str, data_dir):
+    import tensorflow_datasets as tfds
+
+    try:
+        not_found = tfds.core.registered.DatasetNotFoundError
+    except AttributeError:  # pragma: no cover - older/newer tfds layout
+        not_found = ValueError
+    kwargs = {} if data_dir is None else {"data_dir": os.fspath(data_dir)}
+    try:
+        return tfds.builder(name, **kwargs)
+    except not_found:
+        known = tfds.list_builders(with_community_datasets=False)
+        close = difflib.get_close_matches(name.split(":")[0].split("/")[0], known, n=5, cutoff=0.5)
+        suggestion = f" Similar tensorflow-datasets names: {', '.join(close)}." if close else ""
+        raise ValueError(
+            f"Unknown dataset {name!r}: not 'digits', not an existing directory, and not a "
+            f"tensorflow-datasets name.{suggestion} (tensorflow_datasets.list_builders() "
+            "lists them all.)"
+        ) from None
+    except (ValueError, AssertionError) as err:
+        raise ValueError(f"Cannot open tensorflow-datasets dataset {name!r}: {err}") from None
+
+
+def tfds_source(name: str, holdout, size: Optional[Tuple[int, int]], data_dir, download: bool,
+                max_train_examples: Optional[int]) -> Source:
+    """The ``train`` split of tensorflow-datasets dataset ``name``, its last ``holdout`` as reward set.
+
+    ``size`` None keeps the dataset's fixed image size. The training part is
+    sliced to at most ``max_train_examples`` (None: all). With ``download``
+    an unprepared dataset is downloaded and prepared first.
+
+    Raises:
+        ValueError: an unknown name, not an image-classification dataset
+            (uint8 ``image``, ClassLabel ``label``, a ``train`` split), images
+            of varying size with ``size`` None, or a bad ``holdout``.
+        DatasetNotPreparedError: not prepared and ``download`` is False.
+    """
+    import tensorflow_datasets as tfds
+
+    builder = _tfds_builder(name, data_dir)
+    features = builder.info.features
+    keys = set(features.keys()) if hasattr(features, "keys") else set()
+    if not {"image", "label"} <= keys or not isinstance(
+        features["label"], tfds.features.ClassLabel
+    ) or not isinstance(features["image"], tfds.features.Image):
+        raise ValueError(
+            f"tensorflow-datasets dataset {name!r} is not an image-classification dataset: "
+            f"it needs an 'image' Image feature and a 'label' ClassLabel feature, it has "
+            f"{sorted(keys)}."
+        )
+    if not builder.is_prepared():
+        if not download:
+            where = builder.data_dir
+            raise DatasetNotPreparedError(
+                f"tensorflow-datasets dataset {name!r} is not prepared in {where!r} and "
+                "downloading is off. Prepare it on a machine with internet access, e.g. "
+                f"`tfds build {name} --data_dir=DIR` (or pass download=True here), then copy "
+                "DIR over and pass data_dir=DIR (or set TFDS_DATA_DIR)."
+            )
+        builder.download_and_prepare()
+    splits = builder.info.splits
+    if "train" not in splits:
+        raise ValueError(
+            f"tensorflow-datasets dataset {name!r} has no 'train' split (it has "
+            f"{sorted(splits.keys())}); the reward set is cut from the train split."
+        )
+    total = splits["train"].num_examples
+    n_val = _resolve_holdout(holdout, total, _default_holdout(builder.name), f"{name!r}")
+    n_train = total - n_val
+    if max_train_examples is not None:
+        n_train = min(n_train, int(max_train_examples))
+    # tfds split slicing: the reward set is the last n_val of 'train'.
+    train_split, val_split = f"train[:{n_train}]", f"train[{total - n_val}:]"
+
+    image_feature, num_classes = features["image"], features["label"].num_classes
+    h, w, c = image_feature.shape
+    if c is None:
+        raise ValueError(
+            f"tensorflow-datasets dataset {name!r} has images with an unknown channel count."
+        )
+    if size is None:
+        if h is None or w is None:
+            raise ValueError(
+                f"tensorflow-datasets dataset {name!r} has images of varying size; pass "
+                "image_size=(h, w) to resize them."
+            )
+        size = (h, w)
+    resize = size != (h, w)
+    if image_feature.tf_dtype != tf.uint8:
+        raise ValueError(
+            f"tensorflow-datasets dataset {name!r} stores {image_feature.tf_dtype.name} "
+            "images; only uint8 images are supported."
+        )
+
+    def to_pair(example):
+        image = example["image"]
+        if resize:
+            image = tf.image.resize(image, size, method="bilinear")
+            image = tf.saturate_cast(tf.round(image), tf.uint8)
+        image.set_shape((size[0], size[1], c))
+        return image, tf.cast(example["label"], tf.int32)
+
+    def make(split):
+        ds = builder.as_dataset(split=split, shuffle_files=False)
+        return ds.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    return Source(
+        name=name,
+        train=make(train_split),
+        validation=make(val_split),
+        num_train=n_train,
+        num_val=n_val,
+        num_classes=int(num_classes),
+        input_shape=(size[0], size[1], int(c)),
+        class_names=tuple(features["label"].names),
+        default_flip=True,
+        needs_cache=True,
+    )
+
