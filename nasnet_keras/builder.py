@@ -17,7 +17,7 @@ from nasnet_keras.layers import (AuxiliaryHead, FactorizedReduction, FusedBatchN
                                  ScheduledDropPath, make_op)
 
 # BatchNorm settings of the published ImageNet models and of slim's CIFAR
-# setup (nasnet-facts section 3).
+# setup (TF-slim nets/nasnet/nasnet.py, `nasnet_large_arg_scope` / `nasnet_cifar_arg_scope`).
 IMAGENET_BN = dict(bn_momentum=0.9997, bn_epsilon=1e-3)
 CIFAR_BN = dict(bn_momentum=0.9, bn_epsilon=1e-5)
 

@@ -1,4 +1,4 @@
-"""Model presets as data (nasnet-facts section 3: slim hparams and Keras presets)."""
+"""Model presets as data (TF-slim nets/nasnet/nasnet.py `cifar_config`, `mobile_imagenet_config`, `large_imagenet_config`, and the keras.applications NASNet presets)."""
 
 import dataclasses
 from typing import Optional

@@ -1,7 +1,7 @@
 """Loading the published ImageNet weights and weights files.
 
 The published files are the Keras port of the TF-slim checkpoints
-(nasnet-facts section 6), in the legacy Keras HDF5 layout: the root attribute
+(keras.applications `nasnet.py`, which downloads them), in the legacy Keras HDF5 layout: the root attribute
 `layer_names` lists layer groups, each with a `weight_names` attribute. Our
 layers have other names and group several Keras layers each, so
 `published_layer_names` maps every layer of a NASNet-A model to the layers of
@@ -29,7 +29,7 @@ from nasnet_keras.layers import FactorizedReduction, SeparableConvBlock
 BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/nasnet/"
 BASE_URL_ENV = "NASNET_KERAS_WEIGHTS_URL"
 
-# (preset, include_top) -> (file name, md5); nasnet-facts section 6.
+# (preset, include_top) -> (file name, md5), as keras.applications `nasnet.py` publishes them.
 PUBLISHED_WEIGHTS = {
     ("mobile", True): ("NASNet-mobile.h5", "020fb642bf7360b370c678b08e0adf61"),
     ("mobile", False): ("NASNet-mobile-no-top.h5", "1ed92395b5b598bdda52abe5c0dbfd63"),

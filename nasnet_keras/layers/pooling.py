@@ -24,8 +24,8 @@ class CellPooling(keras.layers.Layer):
 
     Stride 1 pools use SAME padding. Stride 2 pools zero-pad to SAME geometry
     and pool VALID, so padded zeros count in averages and maxima: that is
-    what the published Keras NASNet weights were evaluated with (see
-    `nasnet-facts` section 6), and it works with unknown spatial sizes. When
+    what the published Keras NASNet weights were evaluated with
+    (keras.applications `nasnet.py`), and it works with unknown spatial sizes. When
     `filters` differs from the input channels, a 1x1 conv + BN follows (paper
     Appendix A: channel counts are matched with 1x1 convolutions).
 
