@@ -11,27 +11,42 @@ search flags; any flag given explicitly overrides its preset value.
 * ``quick``: digits (1,500 train / 297 reward images, upscaled to 32x32,
   offline), 12 trials, 1 epoch, N = 1 cell per stack, F = 8 filters, B = 3
   blocks per cell, batch 32, learning rate 0.1, PPO update every 4 rewards.
-  Made to finish in 2-4 minutes on 2 CPU cores (measured 2.3 - 3.4 min).
-* ``paper`` (paper Sec. 4, facts Sec. 5): CIFAR-10 with 5,000 held-out
+  Made to finish in minutes on 2 CPU cores (README "Benchmarks" has the figure).
+* ``paper`` (paper Sec. 4): CIFAR-10 with 5,000 held-out
   reward images, 20,000 trials, 20 epochs, N = 2, B = 5, batch 32,
   learning rate 0.025 (TF-slim's CIFAR setup), PPO update every 20 rewards.
-  F = 32: the facts we follow do not give the search-time filter count, so we
+  F = 32: the paper does not give the search-time filter count, so we
   use TF-slim's CIFAR ``num_conv_filters`` (the F of NASNet-A 6 @ 768).
 
 Both use SGD momentum 0.9, one cosine period and L2 weight decay 5e-4
-(TF-slim convention) -- see `nasnet_keras.search.tuner`.
+(TF-slim convention) -- see `nasnet_keras.search.child`.
 
 Outputs go to ``<--directory>/<--project_name>`` (project name defaults to
 the oracle name, so ``rl`` and ``random`` runs share ``--directory`` and
 ``rewards.png`` plots both; with more than one project the run also writes
 ``<--directory>/rewards.png``): ``trials.csv``, ``best_genotype.json``,
-``rewards.png``, kept current after every trial, plus Keras Tuner's own state
-and the child-training worker's log. Re-running the same command resumes the search (``--overwrite``
-starts over); resuming with a different search space or child setup is
-refused with a message and nothing is deleted.
+``rewards.png``, written as trials end (on the chief in chief / worker mode),
+plus Keras Tuner's own state and the child processes' logs. Re-running the
+same command resumes the search (``--overwrite`` starts over); resuming with
+a different search space or child setup is refused with a message and
+nothing is deleted.
 
-Exit codes: 0 done, 1 bad flags or data, a failed search (all children
-failing), or a refused resume; 130 interrupted.
+Faults. A child that makes no training progress for ``--trial_timeout``
+seconds is killed, and one whose process dies is reported as a crash; both
+are re-run ``--max_retries_per_trial`` times, then FAILED with the reason. A
+diverged child (NaN loss) fails at once; ``--max_consecutive_failed_trials``
+failures in a row stop the search everywhere with one message.
+
+Distributed search: Keras Tuner's chief / worker mode, set by the
+environment (``KERASTUNER_TUNER_ID=chief|tuner0|tuner1...``,
+``KERASTUNER_ORACLE_IP``, ``KERASTUNER_ORACLE_PORT``); every process runs
+the same command. A worker whose child flags differ from the chief's is
+refused; a worker silent (no progress) for ``--worker_timeout`` seconds loses
+its trial to another worker; workers wait up to ``--chief_timeout`` seconds
+for a chief that restarts (same command: it resumes).
+
+Exit codes: 0 done, 1 bad flags or data, a stopped search (too many failed
+children), an unreachable chief, or a refused resume; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -90,6 +105,13 @@ flags.DEFINE_integer("controller_batch_size", None, "Rewards per PPO update of t
                      f"Preset: {_preset_help('controller_batch_size')}.", lower_bound=1)
 flags.DEFINE_integer("max_consecutive_failed_trials", 3, "Stop after this many failed children in a row.",
                      lower_bound=1)
+flags.DEFINE_integer("max_retries_per_trial", 1, "Re-runs of a child whose process hung or crashed before its trial "
+                     "is FAILED (a diverged child fails at once).", lower_bound=0)
+flags.DEFINE_float("trial_timeout", 900.0, "Seconds a child may make no training progress (graph tracing before "
+                   "the first step included) before its process is killed and the trial re-run or failed.",
+                   lower_bound=1.0)
+flags.DEFINE_float("chief_timeout", 600.0, "Distributed workers: seconds to wait for an unreachable chief (e.g. "
+                   "while it restarts) before exiting with an error.", lower_bound=1.0)
 flags.DEFINE_integer("trials_per_worker", 20, "Children trained by one worker process before it is replaced "
                      "(bounds memory: TensorFlow keeps every traced training graph).", lower_bound=1)
 flags.DEFINE_float("worker_timeout", 600.0, "Distributed search: seconds a worker's running trial may stay silent "
@@ -118,7 +140,9 @@ def resolve_settings(flag_values=FLAGS) -> Dict[str, Any]:
         A dict with every key of the presets plus ``preset``, ``oracle``,
         ``directory``, ``project_name``, ``overwrite``, ``seed``,
         ``distribution``, ``data_dir``, ``download``, ``max_train_examples``,
-        ``max_consecutive_failed_trials``, ``trials_per_worker``, ``verbose``.
+        ``max_consecutive_failed_trials``, ``max_retries_per_trial``,
+        ``trials_per_worker``, ``verbose``, ``worker_timeout``,
+        ``trial_timeout``, ``chief_timeout``.
     """
     settings = dict(PRESETS[flag_values.preset])
     for name in settings:
@@ -126,8 +150,8 @@ def resolve_settings(flag_values=FLAGS) -> Dict[str, Any]:
         if value is not None:
             settings[name] = value
     for name in ("preset", "oracle", "directory", "overwrite", "seed", "distribution", "data_dir",
-                 "download", "max_train_examples", "max_consecutive_failed_trials", "trials_per_worker",
-                 "verbose", "worker_timeout"):
+                 "download", "max_train_examples", "max_consecutive_failed_trials", "max_retries_per_trial",
+                 "trials_per_worker", "verbose", "worker_timeout", "trial_timeout", "chief_timeout"):
         settings[name] = flag_values[name].value
     settings["project_name"] = flag_values.project_name or flag_values.oracle
     return settings
@@ -145,22 +169,20 @@ def _error(message: str) -> int:
     return 1
 
 
-def _is_distributed_worker() -> bool:
-    tuner_id = os.environ.get("KERASTUNER_TUNER_ID")
-    return bool(os.environ.get("KERASTUNER_ORACLE_IP")) and tuner_id not in (None, "chief")
-
-
 def run_search(settings: Dict[str, Any]) -> int:
     """Runs (or resumes) the search described by `resolve_settings`' dict; returns the exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from nasnet_keras.search import progress
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # faster CPU children (see nasnet_keras.search.child_process)
+    from nasnet_keras.search import progress, reports
+    from nasnet_keras.search.chief_rpc import ChiefError
     from nasnet_keras.search.data import DatasetNotPreparedError
     from nasnet_keras.search.oracles import NASNetRLOracle, RandomCellOracle
+    from nasnet_keras.search.roles import is_distributed_worker
     from nasnet_keras.search.space import SearchSpace
     from nasnet_keras.search.tuner import CellSearchTuner, TooManyFailedTrialsError
 
     s = settings
-    if s["overwrite"] and _is_distributed_worker():
+    if s["overwrite"] and is_distributed_worker():
         return _error("--overwrite on a distributed worker would delete the project it may share with the chief; "
                       "pass --overwrite to the chief only.")
     project_dir = os.path.join(s["directory"], s["project_name"])
@@ -171,7 +193,7 @@ def run_search(settings: Dict[str, Any]) -> int:
         space = SearchSpace(num_blocks=s["num_blocks"])
         common = dict(max_trials=s["max_trials"], space=space, seed=s["seed"],
                       max_consecutive_failed_trials=s["max_consecutive_failed_trials"],
-                      worker_timeout=s["worker_timeout"])
+                      max_retries_per_trial=s["max_retries_per_trial"], worker_timeout=s["worker_timeout"])
         if s["oracle"] == "rl":
             oracle = NASNetRLOracle(batch_size=s["controller_batch_size"], **common)
         else:
@@ -180,12 +202,13 @@ def run_search(settings: Dict[str, Any]) -> int:
             oracle, s["dataset"], data_options=dict(batch_size=s["batch_size"], seed=s["seed"],
                                                     data_dir=s["data_dir"], download=s["download"],
                                                     max_train_examples=s["max_train_examples"]),
-            trials_per_worker=s["trials_per_worker"], epochs=s["epochs"], num_cells=s["num_cells"],
+            trials_per_worker=s["trials_per_worker"], trial_timeout=s["trial_timeout"],
+            chief_timeout=s["chief_timeout"], epochs=s["epochs"], num_cells=s["num_cells"],
             filters=s["filters"], learning_rate=s["learning_rate"], weight_decay=s["weight_decay"], space=space,
             distribution_strategy=s["distribution"], seed=s["seed"], verbose=s["verbose"],
             directory=s["directory"], project_name=s["project_name"], overwrite=s["overwrite"])
         tuner.search()
-    except TooManyFailedTrialsError as err:
+    except (TooManyFailedTrialsError, ChiefError) as err:
         return _error(str(err))
     except (ValueError, DatasetNotPreparedError, ImportError) as err:
         message = str(err)
@@ -199,19 +222,19 @@ def run_search(settings: Dict[str, Any]) -> int:
               file=sys.stderr, flush=True)
         return 130
 
-    if _is_distributed_worker():
+    if is_distributed_worker():
         print(f"Worker {os.environ['KERASTUNER_TUNER_ID']} done; the chief writes the search outputs.", flush=True)
         return 0
-    records = tuner.reports()
-    projects = progress.directory_records(s["directory"])
+    records = tuner.search_log.records
+    projects = reports.directory_records(s["directory"])
     if len(projects) > 1:  # e.g. rl and random: one comparison plot
-        progress.plot_rewards(projects, os.path.join(s["directory"], progress.REWARDS_PNG),
-                              tuner.oracle.objective.direction)
-    best = progress.best_record(records, tuner.oracle.objective.direction)
+        reports.plot_rewards(projects, os.path.join(s["directory"], reports.REWARDS_PNG),
+                             tuner.oracle.objective.direction)
+    best = reports.best_record(records, tuner.oracle.objective.direction)
     completed = sum(r.status == "COMPLETED" for r in records)
     failed = sum(r.status == "FAILED" for r in records)
     print(f"\nDone: {completed} completed, {failed} failed trial(s). Outputs in {os.path.abspath(project_dir)}:")
-    for name in (progress.TRIALS_CSV, progress.BEST_GENOTYPE_JSON, progress.REWARDS_PNG):
+    for name in (reports.TRIALS_CSV, reports.BEST_GENOTYPE_JSON, reports.REWARDS_PNG):
         path = os.path.join(project_dir, name)
         if os.path.exists(path):
             print(f"  {path}")
@@ -219,7 +242,7 @@ def run_search(settings: Dict[str, Any]) -> int:
         return _error("no child trial completed, so there is no best genotype.")
     print(f"Best: trial {best.trial_id}, reward {best.reward:.4f}, {best.params:,} params, "
           f"{best.mult_adds:,} mult-adds: {progress.short_genotype(best.genotype)}")
-    best_json = os.path.join(project_dir, progress.BEST_GENOTYPE_JSON)
+    best_json = os.path.join(project_dir, reports.BEST_GENOTYPE_JSON)
     print(f"Build it at full scale (N={FULL_SCALE['num_cells']}, F={FULL_SCALE['filters']}, as NASNet-A 6 @ 768):")
     print("  from nasnet_keras import NASNet, Genotype")
     print("  " + build_line(best_json, tuner.data.input_shape, tuner.data.num_classes), flush=True)

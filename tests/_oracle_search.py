@@ -114,7 +114,8 @@ def summarize(oracle) -> dict:
            "values": [t.hyperparameters.values for t in trials],
            "scores": [t.score for t in trials],
            "status": [t.status for t in trials],
-           "stats": dict(oracle.stats)}
+           "stats": dict(getattr(oracle, "stats", {})),
+           "seed_state": oracle._seed_state}
     if isinstance(oracle, oracles.NASNetRLOracle):
         ctl = oracle.controller
         digest = hashlib.sha256()

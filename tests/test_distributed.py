@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -20,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 from keras_tuner.engine.trial import Trial  # noqa: E402
 
-from nasnet_keras.search import oracles  # noqa: E402
+from nasnet_keras.search import fault_tolerance as ft  # noqa: E402
 from nasnet_keras.search import space as sp  # noqa: E402
 from nasnet_keras.search.oracles import NASNetRLOracle, RandomCellOracle  # noqa: E402
 
@@ -60,7 +61,7 @@ def _wire(trial):
 
 def _finish(oracle, trial, value, status="COMPLETED"):
     """A worker's end of a trial: report the objective (tagged with the attempt), then end it."""
-    oracle.update_trial(trial.trial_id, oracles.with_attempt(trial, {"val_accuracy": value}))
+    oracle.update_trial(trial.trial_id, ft.with_attempt(trial, {"val_accuracy": value}))
     trial = _wire(trial)
     trial.status = status
     oracle.end_trial(trial)
@@ -74,13 +75,13 @@ def test_silent_worker_trial_goes_to_the_asking_worker(tmp_path, cls):
     lost = _wire(oracle.create_trial("tuner1"))
     clock.advance(9)
     other = _wire(oracle.create_trial("tuner0"))  # tuner1 not silent long enough: a new trial
-    assert other.trial_id != lost.trial_id and oracles.trial_attempt(other) == 1
+    assert other.trial_id != lost.trial_id and ft.trial_attempt(other) == 1
     _finish(oracle, other, 0.2)
     clock.advance(2)
     again = _wire(oracle.create_trial("tuner0"))
     assert again.trial_id == lost.trial_id
     assert again.hyperparameters.values == lost.hyperparameters.values
-    assert oracles.trial_attempt(lost) == 1 and oracles.trial_attempt(again) == 2
+    assert ft.trial_attempt(lost) == 1 and ft.trial_attempt(again) == 2
     assert [(e["trial_id"], e["attempt"], e["from_tuner"], e["to_tuner"], e["silent_s"])
             for e in oracle.requeue_log] == [(lost.trial_id, 2, "tuner1", "tuner0", 11.0)]
     assert oracle.ongoing_trials["tuner0"].trial_id == lost.trial_id and "tuner1" not in oracle.ongoing_trials
@@ -97,7 +98,7 @@ def test_silent_worker_trial_goes_to_the_asking_worker(tmp_path, cls):
     _finish(oracle, again, 0.4)
     assert stored.status == "COMPLETED" and stored.score == pytest.approx(0.4)
     assert "re-queued from tuner1 to tuner0 (attempt 2" in stored.message
-    assert not stored.metrics.exists(oracles.ATTEMPT_METRIC)
+    assert not stored.metrics.exists(ft.ATTEMPT_METRIC)
     assert oracle.end_order == [other.trial_id, lost.trial_id]
     if cls is NASNetRLOracle:
         assert oracle.controller.num_rewards == 2
@@ -105,7 +106,7 @@ def test_silent_worker_trial_goes_to_the_asking_worker(tmp_path, cls):
     # A second end of the same trial (a duplicate message) changes nothing.
     oracle.end_trial(_wire(again))
     assert oracle.end_order == [other.trial_id, lost.trial_id]
-    saved = json.loads((tmp_path / "p" / "oracle.json").read_text())["nasnet_cell_search"]["workers"]
+    saved = json.loads((tmp_path / "p" / "oracle.json").read_text())["fault_tolerance"]
     assert saved["attempts"] == {lost.trial_id: 2} and len(saved["requeue_log"]) == 1
 
 
@@ -116,23 +117,27 @@ def test_restarted_worker_gets_its_own_trial_and_heartbeats_keep_a_trial(tmp_pat
     # tuner1 restarts (same tuner id) before its trial was re-queued: it gets the same trial back.
     clock.advance(9)
     back = _wire(oracle.create_trial("tuner1"))
-    assert back.trial_id == first.trial_id and oracles.trial_attempt(back) == 1
-    # A heartbeat thread keeps the trial from being re-queued while it runs.
-    with oracles.TrialHeartbeat(oracle, back, interval_s=0.02) as beat:
+    assert back.trial_id == first.trial_id and ft.trial_attempt(back) == 1
+    # Beats sent while the trial makes progress keep it from being re-queued ...
+    with ft.TrialHeartbeat(oracle, back, min_interval_s=0.01) as beat:
         clock.advance(30)
-        seen = beat.beats
+        beat.beat()
         deadline = time.monotonic() + 30
-        while beat.beats < seen + 2 and time.monotonic() < deadline:
+        while beat.sent < 1 and time.monotonic() < deadline:
             time.sleep(0.01)
         other = _wire(oracle.create_trial("tuner0"))
+        # ... and without progress (no `beat()` calls) nothing is sent, however long the trial runs.
+        sent = beat.sent
+        time.sleep(0.3)
+        assert beat.sent == sent
     assert other.trial_id != first.trial_id and oracle.requeue_log == []
     _finish(oracle, back, 0.5)
     assert oracle.trials[first.trial_id].status == "COMPLETED" and oracle.trials[first.trial_id].message is None
     # Without heartbeats, the silent trial goes to the next worker that asks.
     clock.advance(11)
     assert _wire(oracle.create_trial("tuner1")).trial_id == other.trial_id
-    with pytest.raises(ValueError, match="interval_s"):
-        oracles.TrialHeartbeat(oracle, back, interval_s=0)
+    with pytest.raises(ValueError, match="min_interval_s must be a finite number > 0"):
+        ft.TrialHeartbeat(oracle, back, min_interval_s=0)
     for bad in (0, -1.0, float("inf"), "10"):
         with pytest.raises(ValueError, match="worker_timeout"):
             NASNetRLOracle(worker_timeout=bad)
@@ -149,7 +154,7 @@ def test_worker_waits_while_others_run_then_stops(tmp_path):
     assert idle.status == "IDLE" and {"tuner0", "tuner1"} <= oracle.tuner_ids
     clock.advance(11)  # tuner1 died silently: tuner0 takes its trial over
     took = _wire(oracle.create_trial("tuner0"))
-    assert took.trial_id == b.trial_id and oracles.trial_attempt(took) == 2
+    assert took.trial_id == b.trial_id and ft.trial_attempt(took) == 2
     _finish(oracle, took, 0.3)
     stop = oracle.create_trial("tuner0")
     assert stop.status == "STOPPED"
@@ -171,23 +176,80 @@ def test_silent_idle_worker_is_forgotten(tmp_path):
     assert oracle.ongoing_trials["tuner0"].trial_id == running.trial_id
 
 
-def test_too_many_failures_stop_every_worker(tmp_path):
+def test_too_many_failures_stop_every_worker(tmp_path, monkeypatch):
+    """On a chief, the failure that reaches the limit is recorded, the lock is released (Keras Tuner's own
+    `synchronized` leaves it held when end_trial raises, and `exit_chief` then blocks forever), and every
+    worker gets STOPPED with the reason."""
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "1")
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
     oracle = _oracle(NASNetRLOracle, tmp_path, max_trials=10, max_consecutive_failed_trials=2, batch_size=5)
     a, b, c = (_wire(oracle.create_trial(f"tuner{i}")) for i in range(3))
-    for t in (a, b):
+    for t, why in ((a, "ChildTrainingFailed: loss became nan"), (b, "ChildHungError: no progress")):
         t.status = "FAILED"
+        ft.attach_report(t, {"reason": why, "record": {"params": 7}})
     oracle.end_trial(a)
-    with pytest.raises(RuntimeError, match="consecutive failures"):  # reaches tuner1, as in one process
-        oracle.end_trial(b)
+    oracle.end_trial(_wire(b))  # no exception: on a chief it would reach tuner1 as a raw gRPC error
+    assert oracle.stop_reason.startswith("the last 2 trials all failed (max_consecutive_failed_trials=2)")
+    assert f"trial {b.trial_id}: ChildHungError: no progress" in oracle.stop_reason
     saved = json.loads((tmp_path / "p" / "oracle.json").read_text())
     assert saved["end_order"] == [a.trial_id, b.trial_id] and list(saved["ongoing_trials"]) == ["tuner2"]
-    assert json.loads((tmp_path / "p" / f"trial_{b.trial_id}" / "trial.json").read_text())["status"] == "FAILED"
+    on_disk = json.loads((tmp_path / "p" / f"trial_{b.trial_id}" / "trial.json").read_text())
+    assert on_disk["status"] == "FAILED" and on_disk["message"] == "ChildHungError: no progress"
+    assert ft.REPORT_HP not in on_disk["hyperparameters"]["values"]
     assert oracle.controller.num_rewards == 2
-    assert oracle.create_trial("tuner0").status == "STOPPED"
-    with pytest.raises(RuntimeError, match="consecutive failures"):
-        _finish(oracle, c, 0.5)
+    # The lock is free for Keras Tuner's chief loop, which runs in another thread than the gRPC calls.
+    from keras_tuner.src.distribute import oracle_chief
+
+    done = []
+    thread = threading.Thread(target=lambda: done.append(oracle_chief.exit_chief(oracle)))
+    thread.start()
+    thread.join(timeout=10)
+    assert done == [False]  # answered (tuner2 still runs a trial), not blocked
+    stopped = _wire(oracle.create_trial("tuner0"))
+    assert stopped.status == "STOPPED"
+    _, report = ft.pop_report(stopped.hyperparameters)
+    assert report == {"stop_reason": oracle.stop_reason}
+    _finish(oracle, c, 0.5)  # the last running trial still ends normally
     assert oracle.trials[c.trial_id].status == "COMPLETED" and oracle.ongoing_trials == {}
-    assert oracle.tuner_ids == set()  # the chief can exit
+    assert oracle.create_trial("tuner2").status == "STOPPED"  # tuner2 asks for its next trial
+    assert oracle.tuner_ids == set() and oracle_chief.exit_chief(oracle)  # the chief can exit
+    # In one process (no chief), the limit still raises, as in Keras Tuner, and the lock is released.
+    monkeypatch.delenv("KERASTUNER_ORACLE_IP")
+    single = _oracle(RandomCellOracle, tmp_path, name="q", max_trials=10, max_consecutive_failed_trials=1)
+    t = single.create_trial("tuner0")
+    t.status = "FAILED"
+    with pytest.raises(RuntimeError, match="the last 1 trials all failed"):
+        single.end_trial(t)
+    thread = threading.Thread(target=lambda: done.append(single.create_trial("other").status))
+    thread.start()
+    thread.join(timeout=10)
+    assert done[-1] == "STOPPED"
+
+
+def test_fault_tolerance_mixin_works_on_keras_tuners_random_search(tmp_path):
+    """The mixin on Keras Tuner's own RandomSearchOracle: a dead worker's trial is not lost."""
+    import keras_tuner
+
+    class SafeRandomSearch(ft.FaultTolerantOracle, keras_tuner.oracles.RandomSearchOracle):
+        pass
+
+    hp = keras_tuner.HyperParameters()
+    hp.Int("units", 1, 1000)
+    clock = _Clock()
+    oracle = SafeRandomSearch(objective=keras_tuner.Objective("score", "max"), max_trials=3, hyperparameters=hp,
+                              seed=1, worker_timeout=10)
+    oracle._set_project_dir(str(tmp_path), "kt")
+    oracle._now, oracle.idle_poll_s = clock, 0.0
+    lost = _wire(oracle.create_trial("tuner1"))
+    clock.advance(11)  # tuner1 died
+    again = _wire(oracle.create_trial("tuner0"))
+    assert again.trial_id == lost.trial_id and again.hyperparameters.values == lost.hyperparameters.values
+    oracle.update_trial(again.trial_id, ft.with_attempt(again, {"score": 1.0}))
+    again.status = "COMPLETED"
+    oracle.end_trial(again)
+    assert oracle.trials[lost.trial_id].status == "COMPLETED" and oracle.trials[lost.trial_id].score == 1.0
+    assert [e["from_tuner"] for e in oracle.requeue_log] == ["tuner1"]
 
 
 def test_chief_restart_keeps_running_trials_and_attempts(tmp_path, monkeypatch):
@@ -200,9 +262,9 @@ def test_chief_restart_keeps_running_trials_and_attempts(tmp_path, monkeypatch):
     t0 = _wire(first.create_trial("tuner0"))
     t1 = _wire(first.create_trial("tuner1"))
     clock.advance(11)
-    first.update_trial(t1.trial_id, oracles.with_attempt(t1))  # heartbeat: only tuner0 is silent
+    first.update_trial(t1.trial_id, ft.with_attempt(t1))  # heartbeat: only tuner0 is silent
     t0b = _wire(first.create_trial("tuner2"))
-    assert t0b.trial_id == t0.trial_id and oracles.trial_attempt(t0b) == 2
+    assert t0b.trial_id == t0.trial_id and ft.trial_attempt(t0b) == 2
     clock.advance(8)  # the chief process dies here; a new one reloads the project
     chief = _oracle(NASNetRLOracle, tmp_path, **kwargs)
     chief.reload()
@@ -227,7 +289,7 @@ def test_chief_restart_keeps_running_trials_and_attempts(tmp_path, monkeypatch):
     plain.reload()
     assert plain.ongoing_trials == {} and plain._retry_queue == [t3]
     again = _wire(plain.create_trial("tuner0"))
-    assert again.trial_id == t3 and oracles.trial_attempt(again) == 2
+    assert again.trial_id == t3 and ft.trial_attempt(again) == 2
 
 
 # ------------------------------------------------------------------ real chief + workers (subprocesses)
@@ -317,14 +379,14 @@ def test_chief_and_two_workers_complete_the_search(tmp_path):
     state, by_id, runs = _project(tmp_path)
     assert len(by_id) == trials and all(t["status"] == "COMPLETED" for t in by_id.values())
     assert all(0.0 <= t["score"] <= 1.0 for t in by_id.values())
-    assert all(oracles.ATTEMPT_METRIC not in t["metrics"]["metrics"] for t in by_id.values())
+    assert all(ft.ATTEMPT_METRIC not in t["metrics"]["metrics"] for t in by_id.values())
     assert sorted(state["end_order"]) == sorted(by_id)
     assert runs["tuner0"] and runs["tuner1"]  # each worker ran trials ...
     ran = sorted(tid for tid, _ in runs["tuner0"] + runs["tuner1"])
     assert ran == sorted(by_id)  # ... and together each trial exactly once
     extra = state["nasnet_cell_search"]
     assert extra["controller"]["num_updates"] == trials // 3 and extra["controller"]["num_rewards"] == trials
-    assert extra["workers"]["requeue_log"] == []
+    assert state["fault_tolerance"]["requeue_log"] == []
     assert (tmp_path / "search" / extra["weights_file"]).exists()
 
 
@@ -352,7 +414,7 @@ def test_killed_worker_trial_is_requeued_and_finished(tmp_path):
     assert runs["tuner1"] == []
     assert sorted(tid for tid, _ in runs["tuner0"]) == sorted(by_id)  # nothing lost, nothing run twice
     assert [killed, "2"] in runs["tuner0"]
-    log = state["nasnet_cell_search"]["workers"]["requeue_log"]
+    log = state["fault_tolerance"]["requeue_log"]
     assert [(e["trial_id"], e["from_tuner"], e["to_tuner"], e["attempt"]) for e in log] == \
         [(killed, "tuner1", "tuner0", 2)]
     assert log[0]["silent_s"] > 3
