@@ -9,8 +9,13 @@ Measures, in one process:
    child network (median of interleaved repeats; ratio);
 2. resident memory (RSS) after each of 30 tiny child trials run by
    `CellSearchTuner` (goal: growth <= 10% from trial 5 to the last);
-3. trials per hour of the quick preset (`python -m search.run`'s default).
-Prints Markdown tables and the machine.
+3. the quick preset (`python -m search.run` with no flags, 12 children) end to
+   end as a user runs it: wall time, trials per hour, and where a trial's
+   time goes (process start + data, build, `model_cost`, tracing + first
+   step, remaining steps, evaluation, saving, and everything outside the
+   child: IPC, oracle, reports, Keras Tuner), from the phase times each child
+   records (`ChildTrainer.train`).
+Prints Markdown tables and the machine. ``--only quick`` runs one section.
 """
 
 import argparse
@@ -108,7 +113,7 @@ def memory_over_trials(num_trials, examples):
             super().on_trial_end(trial)
             # The search process plus the child-training worker subprocess it keeps (recycled every
             # trials_per_worker trials).
-            worker = _rss_mb(self.worker_pid) if self.worker_pid else 0.0
+            worker = _rss_mb(self.child_pid) if self.child_pid else 0.0
             rss.append((_rss_mb(), worker))
 
     space = SearchSpace(num_blocks=q["num_blocks"])
@@ -134,53 +139,64 @@ def memory_over_trials(num_trials, examples):
     return table, summary, growth
 
 
-def quick_trials_per_hour(num_trials):
-    from nasnet_keras.search import NASNetRLOracle, SearchSpace
-    from nasnet_keras.search.tuner import CellSearchTuner
+PHASES = (("time_process_start", "child process start, imports, data (once per process)"),
+          ("time_build", "build the child"), ("time_cost", "model_cost (params, mult-adds)"),
+          ("time_first_train_step", "first train step (graph tracing, grappler, step)"),
+          ("time_train_steps", "remaining train steps"), ("time_first_eval_step", "first eval step (tracing)"),
+          ("time_eval_steps", "remaining eval steps"), ("time_keep_best", "save the best child's weights"))
 
-    q = _quick_settings()
-    times = []
 
-    class Timed(CellSearchTuner):
-        def on_trial_begin(self, trial):
-            self._t = time.perf_counter()
-            super().on_trial_begin(trial)
+def quick_preset_breakdown():
+    """Runs ``python -m search.run`` (quick preset) in a fresh directory; returns (wall s, trials, table rows)."""
+    import json
+    import subprocess
 
-        def on_trial_end(self, trial):
-            super().on_trial_end(trial)
-            times.append(time.perf_counter() - self._t)
-
-    space = SearchSpace(num_blocks=q["num_blocks"])
+    root = os.path.dirname(_HERE)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     with tempfile.TemporaryDirectory() as tmp:
-        tuner = Timed(NASNetRLOracle(max_trials=num_trials, space=space, seed=0,
-                                     batch_size=q["controller_batch_size"]), q["dataset"],
-                      data_options=dict(batch_size=q["batch_size"]),
-                      epochs=q["epochs"], num_cells=q["num_cells"], filters=q["filters"],
-                      learning_rate=q["learning_rate"], weight_decay=q["weight_decay"], space=space, verbose=0,
-                      directory=tmp, project_name="quick", overwrite=True)
-        tuner.search()
-    per_trial = median(times)
-    return per_trial, 3600.0 / per_trial
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "search.run", "--directory", tmp, "--verbose=0"], cwd=tmp, env=env,
+                       check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - start
+        project = os.path.join(tmp, "rl")
+        trials = []
+        for name in sorted(os.listdir(project)):
+            if name.startswith("trial_"):
+                with open(os.path.join(project, name, "trial.json")) as f:
+                    metrics = json.load(f)["metrics"]["metrics"]
+                trials.append({k: v["observations"][-1]["value"][0] for k, v in metrics.items()})
+    n = len(trials)
+    totals = {key: sum(t.get(key, 0.0) for t in trials) for key, _ in PHASES}
+    child = sum(t["seconds"] for t in trials) + totals["time_process_start"]
+    phases = dict(totals, outside=wall - child)
+    rows = [(label, f"{totals[key] / n:.2f}", f"{100 * totals[key] / wall:.0f}%") for key, label in PHASES]
+    rows.append(("outside the child: CLI start, oracle, IPC, reports, Keras Tuner", f"{phases['outside'] / n:.2f}",
+                 f"{100 * phases['outside'] / wall:.0f}%"))
+    return wall, n, rows
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Cell-search benchmark")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and trials (smoke run)")
+    parser.add_argument("--only", choices=("controller", "memory", "quick"), help="run one section")
     args = parser.parse_args(argv)
     info = machine_info()
     repeats = 20 if args.quick else 100
     print("## Search benchmark\n")
     print("Machine: " + "; ".join(f"{k}: {v}" for k, v in info.items()) + "\n")
-    print("### Controller cost per trial vs one child training step\n")
-    print(controller_vs_child(repeats) + "\n")
-    print("### Memory over tiny child trials (RandomCellOracle, quick child, 128 digits, 1 epoch)\n")
-    table, summary, growth = memory_over_trials(8 if args.quick else 30, 128)
-    print(table + "\n")
-    print(summary + "\n")
-    print("### Quick preset throughput\n")
-    per_trial, per_hour = quick_trials_per_hour(3 if args.quick else 6)
-    print(markdown_table(["preset", "median s / trial", "trials / hour"],
-                         [("quick (python -m search.run)", f"{per_trial:.1f}", f"{per_hour:.0f}")]))
+    if args.only in (None, "controller"):
+        print("### Controller cost per trial vs one child training step\n")
+        print(controller_vs_child(repeats) + "\n")
+    if args.only in (None, "memory"):
+        print("### Memory over tiny child trials (RandomCellOracle, quick child, 128 digits, 1 epoch)\n")
+        table, summary, growth = memory_over_trials(8 if args.quick else 30, 128)
+        print(table + "\n")
+        print(summary + "\n")
+    if args.only in (None, "quick"):
+        print("### Quick preset end to end (`python -m search.run`, 12 children) and where a trial's time goes\n")
+        wall, n, rows = quick_preset_breakdown()
+        print(f"{n} trials in {wall:.0f} s ({wall / 60:.2f} min), {3600 * n / wall:.0f} trials per hour\n")
+        print(markdown_table(["phase", "s per trial", "share of wall"], rows))
 
 
 if __name__ == "__main__":

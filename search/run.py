@@ -52,6 +52,7 @@ children), an unreachable chief, or a refused resume; 130 interrupted.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from typing import Any, Dict, List, Sequence
 
@@ -60,9 +61,9 @@ from absl import app, flags, logging
 #: Flag defaults per preset; explicit flags override them.
 PRESETS: Dict[str, Dict[str, Any]] = {
     "quick": dict(dataset="digits", max_trials=12, epochs=1, num_cells=1, filters=8, num_blocks=3,
-                  batch_size=32, learning_rate=0.1, weight_decay=5e-4, controller_batch_size=4),
+                  batch_size=32, learning_rate=0.1, weight_decay=5e-4, controller_batch_size=4, local_workers=2),
     "paper": dict(dataset="cifar10", max_trials=20000, epochs=20, num_cells=2, filters=32, num_blocks=5,
-                  batch_size=32, learning_rate=0.025, weight_decay=5e-4, controller_batch_size=20),
+                  batch_size=32, learning_rate=0.025, weight_decay=5e-4, controller_batch_size=20, local_workers=1),
 }
 DEFAULT_PRESET = "quick"
 #: The size the CLI suggests for re-training the best cell (CIFAR NASNet-A 6 @ 768: N = 6, F = 32).
@@ -103,6 +104,9 @@ flags.DEFINE_float("weight_decay", None, f"L2 weight decay of the child. Preset:
                    lower_bound=0.0)
 flags.DEFINE_integer("controller_batch_size", None, "Rewards per PPO update of the rl oracle. "
                      f"Preset: {_preset_help('controller_batch_size')}.", lower_bound=1)
+flags.DEFINE_integer("local_workers", None, "Children trained at once on this machine: with N > 1 this process "
+                     "becomes the chief of N local worker processes (Keras Tuner's distributed mode on 127.0.0.1; "
+                     f"logs in --directory). Preset: {_preset_help('local_workers')}.", lower_bound=1)
 flags.DEFINE_integer("max_consecutive_failed_trials", 3, "Stop after this many failed children in a row.",
                      lower_bound=1)
 flags.DEFINE_integer("max_retries_per_trial", 1, "Re-runs of a child whose process hung or crashed before its trial "
@@ -169,45 +173,75 @@ def _error(message: str) -> int:
     return 1
 
 
+def worker_flags(settings: Dict[str, Any], directory: str) -> List[str]:
+    """The flags a local worker runs with: every resolved setting, without the chief-only ones."""
+    skip = {"overwrite", "local_workers", "directory"}
+    out = [f"--directory={directory}"]
+    for name, value in settings.items():
+        if name not in skip and value is not None:
+            out.append(f"--{name}={value}")
+    return out
+
+
+def _search(s: Dict[str, Any], abandon=None):
+    """Builds the oracle and the tuner of settings ``s`` and runs the search; returns the tuner."""
+    from nasnet_keras.search.oracles import NASNetRLOracle, RandomCellOracle
+    from nasnet_keras.search.space import SearchSpace
+    from nasnet_keras.search.tuner import CellSearchTuner
+
+    space = SearchSpace(num_blocks=s["num_blocks"])
+    common = dict(max_trials=s["max_trials"], space=space, seed=s["seed"],
+                  max_consecutive_failed_trials=s["max_consecutive_failed_trials"],
+                  max_retries_per_trial=s["max_retries_per_trial"], worker_timeout=s["worker_timeout"])
+    if s["oracle"] == "rl":
+        oracle = NASNetRLOracle(batch_size=s["controller_batch_size"], **common)
+    else:
+        oracle = RandomCellOracle(**common)
+    tuner = CellSearchTuner(
+        oracle, s["dataset"], data_options=dict(batch_size=s["batch_size"], seed=s["seed"], data_dir=s["data_dir"],
+                                                download=s["download"], max_train_examples=s["max_train_examples"]),
+        trials_per_worker=s["trials_per_worker"], trial_timeout=s["trial_timeout"], chief_timeout=s["chief_timeout"],
+        epochs=s["epochs"], num_cells=s["num_cells"], filters=s["filters"], learning_rate=s["learning_rate"],
+        weight_decay=s["weight_decay"], space=space, distribution_strategy=s["distribution"], seed=s["seed"],
+        verbose=s["verbose"], directory=s["directory"], project_name=s["project_name"], overwrite=s["overwrite"])
+    tuner.search(abandon=abandon)
+    return tuner
+
+
 def run_search(settings: Dict[str, Any]) -> int:
     """Runs (or resumes) the search described by `resolve_settings`' dict; returns the exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # faster CPU children (see nasnet_keras.search.child_process)
     from nasnet_keras.search import progress, reports
-    from nasnet_keras.search.chief_rpc import ChiefError
+    from nasnet_keras.search.chief_rpc import ChiefError, WorkersGoneError
     from nasnet_keras.search.data import DatasetNotPreparedError
-    from nasnet_keras.search.oracles import NASNetRLOracle, RandomCellOracle
-    from nasnet_keras.search.roles import is_distributed_worker
-    from nasnet_keras.search.space import SearchSpace
-    from nasnet_keras.search.tuner import CellSearchTuner, TooManyFailedTrialsError
+    from nasnet_keras.search.local_workers import LocalWorkers, exit_with_parent
+    from nasnet_keras.search.roles import is_distributed_worker, serves_workers
+    from nasnet_keras.search.tuner import TooManyFailedTrialsError
 
     s = settings
     if s["overwrite"] and is_distributed_worker():
         return _error("--overwrite on a distributed worker would delete the project it may share with the chief; "
                       "pass --overwrite to the chief only.")
+    exit_with_parent()  # a local worker ends with the chief that started it
     project_dir = os.path.join(s["directory"], s["project_name"])
+    local = s["local_workers"] if not (is_distributed_worker() or serves_workers()) else 1
     print(f"NASNet cell search ({s['preset']} preset): oracle {s['oracle']}, dataset {s['dataset']}, "
           f"{s['max_trials']} trials x {s['epochs']} epoch(s), N={s['num_cells']}, F={s['filters']}, "
-          f"B={s['num_blocks']}, batch {s['batch_size']}, lr {s['learning_rate']} -> {project_dir}", flush=True)
+          f"B={s['num_blocks']}, batch {s['batch_size']}, lr {s['learning_rate']} -> {project_dir}"
+          + (f"; {local} children at once (local workers)" if local > 1 else ""), flush=True)
+    workers = None
     try:
-        space = SearchSpace(num_blocks=s["num_blocks"])
-        common = dict(max_trials=s["max_trials"], space=space, seed=s["seed"],
-                      max_consecutive_failed_trials=s["max_consecutive_failed_trials"],
-                      max_retries_per_trial=s["max_retries_per_trial"], worker_timeout=s["worker_timeout"])
-        if s["oracle"] == "rl":
-            oracle = NASNetRLOracle(batch_size=s["controller_batch_size"], **common)
+        if local > 1:
+            worker_dir = os.path.join(s["directory"], f"{s['project_name']}_local_workers")
+            if s["overwrite"] and os.path.isdir(worker_dir):
+                shutil.rmtree(worker_dir)
+            with LocalWorkers(worker_flags(s, worker_dir), local, s["directory"], s["project_name"]) as workers:
+                tuner = _search(s, abandon=workers.all_exited)
         else:
-            oracle = RandomCellOracle(**common)
-        tuner = CellSearchTuner(
-            oracle, s["dataset"], data_options=dict(batch_size=s["batch_size"], seed=s["seed"],
-                                                    data_dir=s["data_dir"], download=s["download"],
-                                                    max_train_examples=s["max_train_examples"]),
-            trials_per_worker=s["trials_per_worker"], trial_timeout=s["trial_timeout"],
-            chief_timeout=s["chief_timeout"], epochs=s["epochs"], num_cells=s["num_cells"],
-            filters=s["filters"], learning_rate=s["learning_rate"], weight_decay=s["weight_decay"], space=space,
-            distribution_strategy=s["distribution"], seed=s["seed"], verbose=s["verbose"],
-            directory=s["directory"], project_name=s["project_name"], overwrite=s["overwrite"])
-        tuner.search()
+            tuner = _search(s)
+    except WorkersGoneError as err:
+        return _error(f"{err} " + " ".join(workers.failures() if workers else []))
     except (TooManyFailedTrialsError, ChiefError) as err:
         return _error(str(err))
     except (ValueError, DatasetNotPreparedError, ImportError) as err:

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import re
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ from search import run  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A tiny search: 3 children with 1 block per cell, 4 filters, 64 training images.
 TINY_FLAGS = ["--max_trials=3", "--epochs=1", "--num_cells=1", "--filters=4", "--num_blocks=1",
-              "--max_train_examples=64", "--batch_size=32", "--controller_batch_size=2"]
+              "--max_train_examples=64", "--batch_size=32", "--controller_batch_size=2", "--local_workers=1"]
 
 
 def _env():
@@ -31,9 +32,10 @@ def _run_cli(args, cwd, timeout=300):
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
-    """One end-to-end run of `python -m search.run` with a tiny configuration."""
+    """One end-to-end run of `python -m search.run` with a tiny configuration, two children at once (the
+    quick preset's default: a chief and two local worker processes)."""
     cwd = tmp_path_factory.mktemp("cli")
-    result = _run_cli(TINY_FLAGS + ["--directory=out", "--seed=1"], cwd)
+    result = _run_cli(TINY_FLAGS + ["--directory=out", "--seed=1", "--local_workers=2"], cwd)
     return cwd, result
 
 
@@ -44,6 +46,13 @@ def test_end_to_end_writes_outputs_and_prints_progress(searched):
     for n in (1, 2, 3):
         assert f"[{n}/3] trial " in result.stdout
     assert "best " in result.stdout and "ETA" in result.stdout and "elapsed" in result.stdout
+    assert "2 children at once (local workers)" in result.stdout
+    ran = set()
+    for tuner_id in ("tuner0", "tuner1"):  # the local workers trained the children and exited cleanly
+        log = (cwd / "out" / f"rl_{tuner_id}.log").read_text()
+        assert f"Worker {tuner_id} done" in log
+        ran |= set(re.findall(rf"{tuner_id}: trial (\d+) \(attempt 1\) COMPLETED", log))
+    assert len(ran) == 3
 
     with open(project / "trials.csv", newline="") as f:
         rows = list(csv.DictReader(f))

@@ -39,7 +39,8 @@ from nasnet_keras.search.checks import check_positive
 from nasnet_keras.search.trial_wire import pop_report
 from nasnet_keras.search.roles import chief_address
 
-__all__ = ["ChiefClient", "ChiefError", "ChiefUnreachableError", "serve_oracle", "use_chief_client"]
+__all__ = ["ChiefClient", "ChiefError", "ChiefUnreachableError", "WorkersGoneError", "serve_oracle",
+           "use_chief_client"]
 
 _RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
@@ -50,6 +51,10 @@ class ChiefError(RuntimeError):
 
 class ChiefUnreachableError(ChiefError):
     """The chief did not answer within the client's ``timeout_s``."""
+
+
+class WorkersGoneError(ChiefError):
+    """The chief stopped serving: every worker it was told to wait for is gone, and the search is not over."""
 
 
 class ChiefClient(OracleClient):
@@ -139,11 +144,15 @@ def use_chief_client(tuner, timeout_s: float = 600.0) -> None:
         tuner.oracle = ChiefClient(tuner.oracle._oracle, timeout_s=timeout_s)
 
 
-def serve_oracle(oracle, poll_s: float = 1.0) -> None:
+def serve_oracle(oracle, poll_s: float = 1.0, abandon: Optional[Callable[[], bool]] = None) -> None:
     """Serves ``oracle`` to the workers (Keras Tuner's servicer) until the search is over.
 
     Over: a worker was told STOPPED and no trial runs and no worker is left
     (Keras Tuner's ``exit_chief``), checked every ``poll_s`` seconds.
+
+    Raises:
+        WorkersGoneError: ``abandon()`` returned True first (e.g. every local
+            worker process exited).
     """
     from concurrent import futures
 
@@ -154,6 +163,9 @@ def serve_oracle(oracle, poll_s: float = 1.0) -> None:
     server.start()
     try:
         while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
+            if abandon is not None and abandon():
+                raise WorkersGoneError("Every worker exited before the search was over; the project is saved and "
+                                       "the same command resumes it.")
             time.sleep(poll_s)
     finally:
         server.stop(grace=5)

@@ -120,7 +120,8 @@ class ChildProcess:
         # on AVX2 CPUs; results differ from Eigen's at float round-off). Set it to 0 to opt out.
         env.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
         with open(self.log_path, "a") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "nasnet_keras.search.child_process"],
+            self.proc = subprocess.Popen([sys.executable, "-c", "from nasnet_keras.search.child_process import "
+                                          "child_main; child_main()"],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
                                          text=True, bufsize=1)
         self._lines = queue.Queue()
@@ -239,7 +240,7 @@ def _exit_with_parent() -> None:
 
 
 def child_main() -> None:
-    """The child's loop (``python -m nasnet_keras.search.child_process``): see the module docstring."""
+    """The child's loop (run by `ChildProcess` in a fresh interpreter): see the module docstring."""
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # stray prints (TensorFlow, Keras) go to the log, not the protocol
     sys.stdout = sys.stderr
@@ -282,5 +283,3 @@ def child_main() -> None:
                   "traceback": traceback.format_exc()})
 
 
-if __name__ == "__main__":
-    child_main()

@@ -293,7 +293,6 @@ class FaultTolerantOracle(keras_tuner.Oracle):
             self.tuner_ids.discard(owner)
             if not serves_workers():  # one process: surface it as Keras Tuner does
                 raise RuntimeError(self.stop_reason)
-            print(f"The search stops: {self.stop_reason}", flush=True)
 
     def _check_consecutive_failures(self):
         """Records Keras Tuner's "too many consecutive failures" stop in `stop_reason` instead of raising."""

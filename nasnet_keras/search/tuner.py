@@ -26,7 +26,7 @@ import json
 import os
 import time
 import warnings
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 import keras
 import keras_tuner
@@ -398,13 +398,16 @@ class CellSearchTuner(keras_tuner.Tuner):
         return self.trainer.build_compiled(self.genotype_of(trial), os.path.join(self.project_dir, project.BEST_WEIGHTS_FILE))
 
     # ------------------------------------------------------------ search loop and reports
-    def search(self, callbacks: Sequence[keras.callbacks.Callback] = (), verbose: Optional[int] = None):
+    def search(self, callbacks: Sequence[keras.callbacks.Callback] = (), verbose: Optional[int] = None,
+               abandon: Optional[Callable[[], bool]] = None):
         """Runs child trials until the oracle stops (``max_trials`` reached, or too many failures).
 
         Args:
             callbacks: extra Keras callbacks for every child's `fit` (needs
                 ``isolation="none"``).
             verbose: overrides the constructor's ``verbose`` for this call.
+            abandon: chief only: stop serving when this returns True (e.g.
+                `LocalWorkers.all_exited`), raising `WorkersGoneError`.
 
         Raises:
             TooManyFailedTrialsError: ``max_consecutive_failed_trials``
@@ -430,7 +433,7 @@ class CellSearchTuner(keras_tuner.Tuner):
             if serves_workers():
                 self.oracle.verbose = 0  # Keras Tuner's own table stays off, as below
                 self.save()
-                serve_oracle(self.oracle)  # Keras Tuner's servicer, but exits within a second of the end
+                serve_oracle(self.oracle, abandon=abandon)  # Keras Tuner's servicer; exits within 1 s of the end
             else:
                 super().search(verbose=0)
         except RuntimeError:  # a single process: the oracle raised Keras Tuner's failure limit (see below)
