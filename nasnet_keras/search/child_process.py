@@ -45,11 +45,16 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, Optional
+import warnings
+from typing import Any, Callable, Dict, List, Optional
 
 import nasnet_keras
 
-__all__ = ["ChildCrashedError", "ChildHungError", "ChildProcess", "ChildProcessFault"]
+__all__ = ["ISOLATIONS", "ChildCrashedError", "ChildHungError", "ChildProcess", "ChildProcessFault", "choose_isolation",
+           "limit_parent_gpu_memory"]
+
+#: Where children train: a recycled subprocess, or the search process itself.
+ISOLATIONS = ("process", "none")
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(nasnet_keras.__file__)))
 
@@ -228,6 +233,36 @@ class ChildProcess:
             self.proc.wait()
         finally:
             self.proc = None
+
+
+def choose_isolation(isolation: Optional[str], blockers: List[str]) -> str:
+    """``"process"`` or ``"none"``: ``isolation`` checked, or (``None``) chosen; ``blockers`` say why a child
+    process cannot be used (e.g. "build_child is overridden": the child process runs no subclass code).
+
+    Raises:
+        ValueError: an unknown name, or ``"process"`` while something blocks it.
+    """
+    if isolation is None:
+        return "none" if blockers else "process"
+    if isolation not in ISOLATIONS:
+        raise ValueError(f"isolation must be one of {', '.join(ISOLATIONS)} or None; got {isolation!r}.")
+    if isolation == "process" and blockers:
+        raise ValueError("isolation='process' cannot be used because " + "; ".join(blockers) +
+                         ". Use isolation='none'.")
+    return isolation
+
+
+def limit_parent_gpu_memory() -> None:
+    """Lets the search process grab GPU memory only as needed, so the child process gets the rest."""
+    import tensorflow as tf
+
+    try:
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError:  # TensorFlow already initialised the GPUs in this process
+        warnings.warn("TensorFlow was initialised on the GPU before CellSearchTuner(isolation='process'), so "
+                      "this process may hold GPU memory the child process needs. Create the tuner before "
+                      "running TensorFlow ops, or use isolation='none'.", stacklevel=3)
 
 
 # ---------------------------------------------------------------------- the child side

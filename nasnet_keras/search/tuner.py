@@ -16,7 +16,7 @@ oracle's ``trial_listeners``), so they are current in every mode.
 
 Disk: no per-trial checkpoints; only the weights of the best child so far are
 kept (``best_model.weights.h5``, ``keep_best_model=True``), so
-`get_best_models(1)` works.
+`get_best_models(1)` works (not in chief / worker mode, local workers included).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import copy
 import json
 import os
 import time
-import warnings
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 import keras
@@ -45,7 +44,7 @@ from nasnet_keras.search.checks import check_optional_seconds, check_positive, c
 from nasnet_keras.search.chief_rpc import serve_oracle, use_chief_client
 from nasnet_keras.search.child import (DISTRIBUTIONS, ChildTrainer, ChildTrainingFailed,
                                        resolve_distribution_strategy, strategy_kind)
-from nasnet_keras.search.child_process import ChildProcess
+from nasnet_keras.search.child_process import ISOLATIONS, ChildProcess, choose_isolation, limit_parent_gpu_memory
 from nasnet_keras.search.data import SearchData, load_dataset
 from nasnet_keras.search.fault_tolerance import TrialHeartbeat, attach_report, trial_attempt, with_attempt
 from nasnet_keras.search.oracles import CHILD_CONFIG_HP
@@ -55,8 +54,6 @@ from nasnet_keras.search.roles import is_distributed_worker, serves_workers
 __all__ = ["CellSearchTuner", "ChildTrainer", "ChildTrainingFailed", "DISTRIBUTIONS", "ISOLATIONS",
            "TooManyFailedTrialsError", "resolve_distribution_strategy"]
 
-#: Where children train: a recycled subprocess, or this process.
-ISOLATIONS = ("process", "none")
 #: Most seconds between two heartbeats of a worker whose child makes progress.
 HEARTBEAT_SECONDS = 10.0
 
@@ -201,7 +198,12 @@ class CellSearchTuner(keras_tuner.Tuner):
         space = space or getattr(oracle, "space", None) or space_lib.SearchSpace()
         if not isinstance(space, space_lib.SearchSpace):
             raise ValueError(f"space must be a SearchSpace; got {type(space).__name__}.")
-        self.isolation = self._choose_isolation(isolation, data, distribution_strategy)
+        blockers = [why for why, applies in (
+            ("build_child is overridden", type(self).build_child is not CellSearchTuner.build_child),
+            ("data is a SearchData object (pass its name and data_options instead)", isinstance(data, SearchData)),
+            ("distribution_strategy is a Strategy instance (pass its name instead)",
+             isinstance(distribution_strategy, tf.distribute.Strategy))) if applies]
+        self.isolation = choose_isolation(isolation, blockers)
 
         # Load the data first: a bad dataset fails before any project file is touched.
         if isinstance(data, SearchData):
@@ -213,7 +215,7 @@ class CellSearchTuner(keras_tuner.Tuner):
                 self._data_kwargs["name_or_path"] = os.fspath(data)
             self.data = load_dataset(**self._data_kwargs)
         if self.isolation == "process":
-            _limit_parent_gpu_memory()
+            limit_parent_gpu_memory()
             strategy = None  # the child process resolves the name itself
         else:
             strategy = resolve_distribution_strategy(distribution_strategy)
@@ -251,23 +253,6 @@ class CellSearchTuner(keras_tuner.Tuner):
                                     write_files=self.write_reports, print_lines=self.verbose > 0)
         if not is_distributed_worker():
             self.oracle.trial_listeners.append(self.search_log.trial_ended)
-
-    def _choose_isolation(self, isolation, data, distribution_strategy) -> str:
-        blockers = []
-        if type(self).build_child is not CellSearchTuner.build_child:  # the child process runs no subclass code
-            blockers.append("build_child is overridden")
-        if isinstance(data, SearchData):
-            blockers.append("data is a SearchData object (pass its name and data_options instead)")
-        if isinstance(distribution_strategy, tf.distribute.Strategy):
-            blockers.append("distribution_strategy is a Strategy instance (pass its name instead)")
-        if isolation is None:
-            return "none" if blockers else "process"
-        if isolation not in ISOLATIONS:
-            raise ValueError(f"isolation must be one of {', '.join(ISOLATIONS)} or None; got {isolation!r}.")
-        if isolation == "process" and blockers:
-            raise ValueError("isolation='process' cannot be used because " + "; ".join(blockers) +
-                             ". Use isolation='none'.")
-        return isolation
 
     # ------------------------------------------------------------ settings
     epochs = property(lambda self: self.trainer.epochs, doc="E, training epochs per child.")
@@ -463,14 +448,3 @@ class CellSearchTuner(keras_tuner.Tuner):
         """The genotype of the best COMPLETED trial, or ``None`` when none completed."""
         best = [t for t in self.oracle.get_best_trials(1) if t.status == trial_module.TrialStatus.COMPLETED]
         return self.genotype_of(best[0]) if best else None
-
-
-def _limit_parent_gpu_memory() -> None:
-    """Lets the search process grab GPU memory only as needed, so the child process gets the rest."""
-    try:
-        for gpu in tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.set_memory_growth(gpu, True)
-    except RuntimeError:  # TensorFlow already initialised the GPUs in this process
-        warnings.warn("TensorFlow was initialised on the GPU before CellSearchTuner(isolation='process'), so "
-                      "this process may hold GPU memory the child process needs. Create the tuner before "
-                      "running TensorFlow ops, or use isolation='none'.", stacklevel=3)
