@@ -183,8 +183,8 @@ def worker_flags(settings: Dict[str, Any], directory: str) -> List[str]:
     return out
 
 
-def _search(s: Dict[str, Any], abandon=None):
-    """Builds the oracle and the tuner of settings ``s`` and runs the search; returns the tuner."""
+def _build_tuner(s: Dict[str, Any]):
+    """The oracle and the `CellSearchTuner` of settings ``s`` (loads the data; refuses a bad resume)."""
     from nasnet_keras.search.oracles import NASNetRLOracle, RandomCellOracle
     from nasnet_keras.search.space import SearchSpace
     from nasnet_keras.search.tuner import CellSearchTuner
@@ -204,7 +204,6 @@ def _search(s: Dict[str, Any], abandon=None):
         epochs=s["epochs"], num_cells=s["num_cells"], filters=s["filters"], learning_rate=s["learning_rate"],
         weight_decay=s["weight_decay"], space=space, distribution_strategy=s["distribution"], seed=s["seed"],
         verbose=s["verbose"], directory=s["directory"], project_name=s["project_name"], overwrite=s["overwrite"])
-    tuner.search(abandon=abandon)
     return tuner
 
 
@@ -237,9 +236,12 @@ def run_search(settings: Dict[str, Any]) -> int:
             if s["overwrite"] and os.path.isdir(worker_dir):
                 shutil.rmtree(worker_dir)
             with LocalWorkers(worker_flags(s, worker_dir), local, s["directory"], s["project_name"]) as workers:
-                tuner = _search(s, abandon=workers.all_exited)
+                tuner = _build_tuner(s)  # as the chief; bad flags or data fail before any worker starts
+                workers.start()
+                tuner.search(abandon=workers.all_exited)
         else:
-            tuner = _search(s)
+            tuner = _build_tuner(s)
+            tuner.search()
     except WorkersGoneError as err:
         return _error(f"{err} " + " ".join(workers.failures() if workers else []))
     except (TooManyFailedTrialsError, ChiefError) as err:

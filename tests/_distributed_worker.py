@@ -9,9 +9,9 @@ turns that into serving (chief) or running trials (workers).
     KERASTUNER_TUNER_ID=chief KERASTUNER_ORACLE_IP=127.0.0.1 KERASTUNER_ORACLE_PORT=PORT \\
         python tests/_distributed_worker.py --directory D --max-trials 8 --batch-size 4 --worker-timeout 3
 
-``--tuner score`` scores each architecture with a deterministic function (no
-training, ``--trial-seconds`` of sleep per trial); ``--tuner cell`` trains a
-tiny child with `CellSearchTuner` on a few digits images. A worker appends
+Each architecture is scored with a deterministic function (no training,
+``--trial-seconds`` of sleep per trial; real children are trained by the
+end-to-end tests in tests/test_search_faults.py). A worker appends
 ``<trial_id> <attempt>`` to ``<directory>/runs_<tuner_id>.log`` for every
 trial it finishes; ``--barrier N`` makes each worker wait in its first trial
 until N workers got one. ``--hang-file F``: the worker writes F (JSON: trial id and
@@ -89,49 +89,19 @@ class ScoreWorkerTuner(keras_tuner.Tuner):
         return ft.with_attempt(trial, {"val_accuracy": value})
 
 
-def _cell_tuner_class():
-    from nasnet_keras.search.tuner import CellSearchTuner
-
-    class CellWorkerTuner(CellSearchTuner):
-        """`CellSearchTuner` plus the test's barrier, run log, heartbeats and attempt tag."""
-
-        def __init__(self, oracle, barrier=0, **kwargs):
-            super().__init__(oracle, **kwargs)
-            self.barrier = barrier
-
-        def run_trial(self, trial, *args, **kwargs):
-            if self.barrier:
-                _barrier(self.project_dir, self.barrier)
-                self.barrier = 0
-            metrics = super().run_trial(trial, *args, **kwargs)  # heartbeats while the child makes progress
-            _log_run(self.project_dir, trial)
-            return metrics
-
-    return CellWorkerTuner
-
-
 def build(args):
     """The oracle and tuner every process builds (same arguments everywhere)."""
     oracle = oracles.NASNetRLOracle(max_trials=args.max_trials, seed=args.seed, batch_size=args.batch_size,
                                     lstm_units=16, worker_timeout=args.worker_timeout, space=TINY_SPACE)
     common = dict(directory=args.directory, project_name=args.project)
-    if args.tuner == "score":
-        return ScoreWorkerTuner(oracle, trial_seconds=args.trial_seconds, hang_file=args.hang_file,
-                                barrier=args.barrier, **common)
-    if args.tuner == "cell":
-        # A tiny child on a few digits images (32x32): 1 cell per stack, 4 filters, 1 epoch.
-        return _cell_tuner_class()(
-            oracle, barrier=args.barrier, data="digits", epochs=1, num_cells=1, filters=4, seed=1,
-            data_options=dict(image_size=32, batch_size=32, holdout=32, max_train_examples=64),
-            distribution_strategy="default", keep_best_model=False, write_reports=False, verbose=0, **common)
-    raise ValueError(f"unknown --tuner {args.tuner!r}")
+    return ScoreWorkerTuner(oracle, trial_seconds=args.trial_seconds, hang_file=args.hang_file,
+                            barrier=args.barrier, **common)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--directory", required=True)
     parser.add_argument("--project", default="search")
-    parser.add_argument("--tuner", choices=("score", "cell"), default="score")
     parser.add_argument("--max-trials", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--worker-timeout", type=float, default=600.0)

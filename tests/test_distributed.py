@@ -365,32 +365,6 @@ def _assert_ok(cluster, tuner_id, code):
 
 
 @pytest.mark.slow
-def test_chief_and_two_workers_complete_the_search(tmp_path):
-    """A chief and two workers training real (tiny) children with `CellSearchTuner`."""
-    trials = 6
-    args = ["--tuner", "cell", "--max-trials", trials, "--batch-size", 3, "--worker-timeout", 120,
-            "--barrier", 2]
-    with _cluster(tmp_path, args) as cluster:
-        cluster.start("chief")
-        cluster.start("tuner0")
-        cluster.start("tuner1")
-        for tuner_id in ("tuner0", "tuner1", "chief"):
-            _assert_ok(cluster, tuner_id, cluster.wait(tuner_id, timeout=240))
-    state, by_id, runs = _project(tmp_path)
-    assert len(by_id) == trials and all(t["status"] == "COMPLETED" for t in by_id.values())
-    assert all(0.0 <= t["score"] <= 1.0 for t in by_id.values())
-    assert all(ft.ATTEMPT_METRIC not in t["metrics"]["metrics"] for t in by_id.values())
-    assert sorted(state["end_order"]) == sorted(by_id)
-    assert runs["tuner0"] and runs["tuner1"]  # each worker ran trials ...
-    ran = sorted(tid for tid, _ in runs["tuner0"] + runs["tuner1"])
-    assert ran == sorted(by_id)  # ... and together each trial exactly once
-    extra = state["nasnet_cell_search"]
-    assert extra["controller"]["num_updates"] == trials // 3 and extra["controller"]["num_rewards"] == trials
-    assert state["fault_tolerance"]["requeue_log"] == []
-    assert (tmp_path / "search" / extra["weights_file"]).exists()
-
-
-@pytest.mark.slow
 def test_killed_worker_trial_is_requeued_and_finished(tmp_path):
     trials = 6
     args = ["--max-trials", trials, "--batch-size", 3, "--worker-timeout", 3, "--trial-seconds", 0.1]

@@ -51,7 +51,8 @@ def exit_with_parent() -> None:
 
 
 class LocalWorkers:
-    """Context manager: N local worker processes running ``argv`` (module args), this process the chief.
+    """Context manager: this process becomes the chief (Keras Tuner's environment) and `start` runs N local
+    worker processes of ``argv`` (module args) on 127.0.0.1.
 
     Args:
         argv: the command's arguments after ``python -m <module>`` (the same
@@ -77,6 +78,10 @@ class LocalWorkers:
         port = str(_free_port())
         self._saved_env = {k: os.environ.get(k) for k in _ROLE_ENV}
         os.environ.update(KERASTUNER_TUNER_ID="chief", KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=port)
+        return self
+
+    def start(self) -> None:
+        """Starts the workers (call it once the chief's tuner is built, so bad flags fail first)."""
         os.makedirs(self.log_dir, exist_ok=True)
         for i in range(self.num_workers):
             tuner_id = f"tuner{i}"
@@ -87,7 +92,6 @@ class LocalWorkers:
                 self.procs[tuner_id] = subprocess.Popen([sys.executable, "-m", self.module] + self.argv, env=env,
                                                         stdout=log, stderr=subprocess.STDOUT,
                                                         stdin=subprocess.DEVNULL)
-        return self
 
     def all_exited(self) -> bool:
         """True when no worker process is running any more."""

@@ -254,6 +254,13 @@ class CellSearchTuner(keras_tuner.Tuner):
         if not is_distributed_worker():
             self.oracle.trial_listeners.append(self.search_log.trial_ended)
 
+    def _get_tuner_fname(self):
+        """One tuner file for the chief and a single process: they run the same search, so either resumes the
+        other's project (Keras Tuner names it after the tuner id, and would silently start over instead)."""
+        if is_distributed_worker():
+            return super()._get_tuner_fname()
+        return os.path.join(str(self.project_dir), "search_tuner.json")
+
     # ------------------------------------------------------------ settings
     epochs = property(lambda self: self.trainer.epochs, doc="E, training epochs per child.")
     num_cells = property(lambda self: self.trainer.num_cells, doc="N, normal cells per stack.")
