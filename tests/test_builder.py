@@ -3,11 +3,19 @@ import pytest
 
 import keras
 from nasnet_keras import NASNET_A, PNASNET_5, NASNet, inference_model
-from nasnet_keras.applications import NASNetLarge, NASNetMobile
+from nasnet_keras.applications import NASNetMobile
 from nasnet_keras.genotypes import OPS
 from nasnet_keras.layers import ScheduledDropPath
 
 from _genotypes import every_op_genotype
+
+
+def _run(model, x):
+    """Inference outputs as numpy (an eager call: no graph to trace for one batch)."""
+    out = model(x, training=False)
+    if isinstance(out, (list, tuple)):
+        return [keras.ops.convert_to_numpy(o) for o in out]
+    return keras.ops.convert_to_numpy(out)
 
 
 def test_every_op_and_both_combines_build_and_run():
@@ -28,8 +36,8 @@ def test_unknown_spatial_size_builds_the_same_network():
     assert [w.shape for w in fixed.weights] == [w.shape for w in free.weights]
     free.set_weights(fixed.get_weights())
     x = np.random.rand(1, 64, 64, 3).astype("float32")
-    np.testing.assert_allclose(fixed.predict(x, verbose=0), free.predict(x, verbose=0), atol=1e-5)
-    assert free.predict(np.random.rand(1, 45, 77, 3), verbose=0).shape[1:3] == (2, 3)
+    np.testing.assert_allclose(_run(fixed, x), _run(free, x), atol=1e-5)
+    assert _run(free, np.random.rand(1, 45, 77, 3).astype("float32")).shape[1:3] == (2, 3)
 
 
 def test_layout_filters_double_and_cells_count():
@@ -60,15 +68,6 @@ def test_skip_reduction_feeds_the_reduction_input():
     assert plain.get_layer("cell_3_prev").input is plain.get_layer("cell_2_concat").output
 
 
-def test_param_counts_match_keras_applications():
-    assert NASNetMobile(weights=None).count_params() == 5_326_716
-
-
-@pytest.mark.slow
-def test_large_param_count():
-    assert NASNetLarge(weights=None).count_params() == 88_949_818
-
-
 def test_drop_path_placement_and_depth():
     model = NASNet(NASNET_A, num_cells=1, filters=8, stem="cifar", input_shape=(32, 32, 3),
                    drop_path_keep_prob=0.6, total_training_steps=100)
@@ -88,7 +87,8 @@ def test_aux_head_is_a_second_output():
     assert [o.shape[-1] for o in model.outputs] == [5, 5]
     assert model.output_names == ["predictions", "aux_predictions"]
     single = inference_model(model)
-    assert single.predict(np.zeros((1, 32, 32, 3)), verbose=0).shape == (1, 5)
+    x = np.random.rand(1, 32, 32, 3).astype("float32")
+    np.testing.assert_array_equal(_run(single, x), _run(model, x)[0])     # the main head, same weights
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -128,7 +128,8 @@ def test_imagenet_weights_need_nasnet_a():
 
 def test_grayscale_without_weights_is_fine():
     model = NASNet(NASNET_A, num_cells=1, filters=8, stem="cifar", input_shape=(32, 32, 1), classes=3)
-    assert model.predict(np.zeros((1, 32, 32, 1)), verbose=0).shape == (1, 3)
+    assert model.get_layer("stem_conv1").kernel.shape == (3, 3, 1, 24)
+    assert _run(model, np.zeros((1, 32, 32, 1), "float32")).shape == (1, 3)
 
 
 def test_input_tensor():

@@ -32,7 +32,7 @@ def test_conv_dense_exact():
     assert cost.trainable_params == _trainable_count(model)
     assert cost.non_trainable_params == 2 * 4  # BN moving mean / variance
     assert isinstance(cost, Cost)
-    with pytest.raises(dataclasses_frozen_error()):
+    with pytest.raises(dataclasses_frozen_error(), match="cannot assign to field 'params'"):
         cost.params = 0
 
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -56,8 +57,13 @@ def test_blocks_as_dicts():
 
 
 def test_genotype_is_immutable():
-    with pytest.raises(Exception):
+    normal = NASNET_A.normal
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'normal'"):
         NASNET_A.normal = NASNET_A.reduction
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'ops'"):
+        NASNET_A.normal.blocks[0].ops = ("identity", "identity")
+    assert NASNET_A.normal is normal and NASNET_A.normal.blocks[0].ops == ("sep_conv_5x5", "sep_conv_3x3")
+    assert isinstance(NASNET_A.normal.blocks, tuple)      # no in-place append / item assignment either
 
 
 @pytest.mark.parametrize("blocks, concat, message", [

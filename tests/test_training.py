@@ -22,20 +22,23 @@ def _toy_data(n=64, seed=0):
 
 
 def test_drop_path_and_aux_head_model_trains_in_fit():
-    steps = 40
+    epochs, steps_per_epoch = 5, 4
     model = NASNet(NASNET_A, num_cells=1, filters=8, stem="cifar", input_shape=(32, 32, 3), classes=2,
-                   aux_head=True, drop_path_keep_prob=0.6, total_training_steps=steps)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+                   aux_head=True, drop_path_keep_prob=0.6, total_training_steps=epochs * steps_per_epoch)
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                   loss={"predictions": "sparse_categorical_crossentropy",
                         "aux_predictions": "sparse_categorical_crossentropy"},
                   loss_weights={"predictions": 1.0, "aux_predictions": 0.4})
+    # Without a distribution strategy Keras creates the optimizer's slots inside the first traced training
+    # step, which makes that trace ~1.5x slower for the ~250 weights here; create them up front.
+    model.optimizer.build(model.trainable_variables)
     x, y = _toy_data()
-    history = model.fit(x, {"predictions": y, "aux_predictions": y}, batch_size=16, epochs=10, verbose=0)
+    history = model.fit(x, {"predictions": y, "aux_predictions": y}, batch_size=16, epochs=epochs, verbose=0)
     losses = history.history["loss"]
-    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:2]), losses
+    assert np.mean(losses[-2:]) < 0.5 * losses[0], losses
     # The schedule advanced once per training step in every drop-path layer, with no callback.
     dps = [l for l in model.layers if isinstance(l, ScheduledDropPath)]
-    assert dps and {int(l.step.numpy()) for l in dps} == {10 * 4}
+    assert dps and {int(l.step.numpy()) for l in dps} == {epochs * steps_per_epoch}
 
 
 def test_keep_prob_follows_the_formula():
@@ -81,28 +84,37 @@ def test_drop_path_bad_arguments():
 
 
 def _round_trip(model, tmp_path, x):
-    expected = model.predict(x, verbose=0)
+    expected = model(x, training=False)
     path = str(tmp_path / "m.keras")
     model.save(path)
     loaded = keras.models.load_model(path)        # no custom_objects: our layers are registered
-    got = loaded.predict(x, verbose=0)
-    if isinstance(expected, list):
+    got = loaded(x, training=False)
+    if isinstance(expected, (list, tuple)):
+        assert len(got) == len(expected)
         for a, b in zip(expected, got):
-            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
     else:
-        np.testing.assert_array_equal(expected, got)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(expected), keras.ops.convert_to_numpy(got))
     return loaded
 
 
 def test_save_and_load_keras_file(tmp_path):
     model = NASNetCIFAR(num_cells=1, penultimate_filters=192, aux_head=True, drop_path_keep_prob=0.6,
                         total_training_steps=100)
-    x, y = _toy_data(16)
+    x, _ = _toy_data(16)
     model.compile("sgd", loss=["sparse_categorical_crossentropy"] * 2)
-    model.fit(x, (y, y), epochs=1, batch_size=8, verbose=0)     # moves BN statistics and drop-path counters
+    before = [v.numpy().copy() for v in model.non_trainable_weights if v.path.endswith("moving_mean")]
+    for batch in (x[:8], x[8:]):        # two training steps' forward passes: BN statistics and drop-path counters move
+        model(batch, training=True)
+    after = [v.numpy() for v in model.non_trainable_weights if v.path.endswith("moving_mean")]
+    assert before and not all(np.array_equal(a, b) for a, b in zip(before, after))
     loaded = _round_trip(model, tmp_path, x)
     dp = [l for l in loaded.layers if isinstance(l, ScheduledDropPath)][0]
     assert int(dp.step.numpy()) == 2 and dp.keep_prob == 0.6
+    moved = [v.numpy() for v in loaded.non_trainable_weights if v.path.endswith("moving_mean")]
+    for a, b in zip(after, moved):
+        np.testing.assert_array_equal(a, b)
+    assert loaded.loss == model.loss
 
 
 def test_save_and_load_every_op_with_concat_combines(tmp_path):

@@ -2,12 +2,12 @@
 
 import hashlib
 import os
+import re
 
 import h5py
 import keras
 import numpy as np
 import pytest
-from keras.src.legacy.saving import legacy_h5_format
 
 from nasnet_keras import NASNET_A, NASNet, weights as weights_lib
 from nasnet_keras.applications import NASNetLarge, NASNetMobile
@@ -30,94 +30,143 @@ def _randomize_batchnorm(model, seed=0):
                                rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 1.5, v.shape)])
 
 
-def _write_published_file(preset, include_top, directory):
-    """Writes keras.applications' random-weight model as a legacy .h5 under its published file name;
-    returns (reference model, path)."""
-    ctor, size = REFERENCE[preset]
-    kwargs = {} if include_top else dict(pooling="avg")
-    ref = ctor(weights=None, include_top=include_top, input_shape=(size, size, 3), **kwargs)
-    _randomize_batchnorm(ref)
-    fname, _ = weights_lib.PUBLISHED_WEIGHTS[(preset, include_top)]
-    path = os.path.join(directory, fname)
+def write_legacy_h5(model, path, skip=()):
+    """Writes `model`'s weights (less the layers named in `skip`) in the legacy Keras HDF5 layout of the
+    published NASNet files, with h5py only: root attribute `layer_names`; one group per layer whose
+    `weight_names` attribute lists its datasets ("<layer>/<variable>:0"), trainable weights first, then
+    the non-trainable ones."""
+    layers = [layer for layer in model.layers if layer.name not in skip]
     with h5py.File(path, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, ref)
-    return ref, path
+        f.attrs["layer_names"] = [layer.name.encode("utf8") for layer in layers]
+        f.attrs["backend"] = b"tensorflow"
+        for layer in layers:
+            group = f.create_group(layer.name)
+            variables = layer.trainable_weights + layer.non_trainable_weights
+            names = [f"{layer.name}/{v.path.split('/', 1)[-1]}:0" for v in variables]
+            assert len(set(names)) == len(names), names
+            group.attrs["weight_names"] = [n.encode("utf8") for n in names]
+            for name, v in zip(names, variables):
+                group.create_dataset(name, data=keras.ops.convert_to_numpy(v))
+
+
+class Published:
+    """keras.applications' model of a preset, random weights and BatchNorm statistics, and its files in the
+    published layout under the published names: with its top, and without (the same weights less the
+    `predictions` layer), each written on first use. Built once per module."""
+
+    def __init__(self, preset, directory, batch):
+        ctor, size = REFERENCE[preset]
+        self.ref = ctor(weights=None, include_top=True, input_shape=(size, size, 3))
+        _randomize_batchnorm(self.ref)
+        self.preset, self.directory = preset, str(directory)
+        self.x = np.random.default_rng(1).uniform(-1, 1, (batch, size, size, 3)).astype("float32")
+        self._files = {}
+
+    def file(self, include_top):
+        """(path, md5, expected output for self.x, parameter count) of the file with or without the top."""
+        if include_top not in self._files:
+            # Without the top, keras.applications' model (pooling="avg") is this one up to the classifier's input.
+            model = self.ref if include_top else keras.Model(self.ref.input, self.ref.get_layer("predictions").input)
+            fname, _ = weights_lib.PUBLISHED_WEIGHTS[(self.preset, include_top)]
+            path = os.path.join(self.directory, fname)
+            write_legacy_h5(self.ref, path, skip=() if include_top else ("predictions",))
+            self._files[include_top] = (path, _md5(path), _numpy(model(self.x, training=False)),
+                                        model.count_params())
+        return self._files[include_top]
+
+
+def _numpy(tensor):
+    return keras.ops.convert_to_numpy(tensor)
+
+
+@pytest.fixture(scope="module")
+def published_mobile(tmp_path_factory):
+    return Published("mobile", tmp_path_factory.mktemp("published_mobile"), batch=2)
+
+
+@pytest.fixture(scope="module")
+def published_large(tmp_path_factory):
+    return Published("large", tmp_path_factory.mktemp("published_large"), batch=1)
 
 
 @pytest.fixture
 def mirror(tmp_path, monkeypatch):
-    """A served directory, a fresh Keras cache, and a hook to register a file's md5."""
+    """A served directory, a fresh Keras cache, and a hook that puts a published file in the served
+    directory and registers its md5."""
     served = tmp_path / "mirror"
     served.mkdir()
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
 
-    def register(preset, include_top, path):
-        fname, _ = weights_lib.PUBLISHED_WEIGHTS[(preset, include_top)]
-        monkeypatch.setitem(weights_lib.PUBLISHED_WEIGHTS, (preset, include_top), (fname, _md5(path)))
+    def publish(published, include_top):
+        path, md5, _, _ = published.file(include_top)
+        os.symlink(path, served / os.path.basename(path))
+        fname, _ = weights_lib.PUBLISHED_WEIGHTS[(published.preset, include_top)]
+        monkeypatch.setitem(weights_lib.PUBLISHED_WEIGHTS, (published.preset, include_top), (fname, md5))
+        return path
 
     with serve_directory(served) as url:
-        yield served, url, register
+        yield served, url, publish
 
 
-def _check_parity(preset, include_top, mirror, use_env, monkeypatch):
-    served, url, register = mirror
-    ref, path = _write_published_file(preset, include_top, served)
-    register(preset, include_top, path)
-    app = NASNetMobile if preset == "mobile" else NASNetLarge
+def _check_parity(published, include_top, mirror, use_env, monkeypatch):
+    served, url, publish = mirror
+    path = publish(published, include_top)
+    app = NASNetMobile if published.preset == "mobile" else NASNetLarge
     kwargs = {} if include_top else dict(pooling="avg")
     if use_env:
         monkeypatch.setenv(weights_lib.BASE_URL_ENV, url)
         ours = app(weights="imagenet", include_top=include_top, **kwargs)
     else:
         ours = app(weights="imagenet", include_top=include_top, weights_base_url=url, **kwargs)
-    size = REFERENCE[preset][1]
-    x = np.random.default_rng(1).uniform(-1, 1, (2, size, size, 3)).astype("float32")
-    expected = ref.predict(x, verbose=0)
-    got = ours.predict(x, verbose=0)
+    _, md5, expected, params = published.file(include_top)
+    got = _numpy(ours(published.x, training=False))
     assert got.shape == expected.shape
     assert np.max(np.abs(got - expected)) <= 1e-4
-    assert ours.count_params() == ref.count_params()
+    assert ours.count_params() == params
     cached = os.path.join(os.environ["KERAS_HOME"], "models", os.path.basename(path))
-    assert os.path.exists(cached) and _md5(cached) == _md5(path)
-    return ours, x, expected
+    assert os.path.exists(cached) and not os.path.islink(cached) and _md5(cached) == md5
+    return ours
 
 
 @pytest.mark.parametrize("include_top", [True, False])
-def test_mobile_parity_over_http(include_top, mirror, monkeypatch):
-    ours, x, expected = _check_parity("mobile", include_top, mirror, use_env=not include_top,
-                                      monkeypatch=monkeypatch)
+def test_mobile_parity_over_http(include_top, published_mobile, mirror, monkeypatch):
+    ours = _check_parity(published_mobile, include_top, mirror, use_env=not include_top, monkeypatch=monkeypatch)
     if include_top:
         assert ours.count_params() == 5_326_716
     else:
         # The same cached file loads into a model with unknown spatial size, and at another size.
         free = NASNetMobile(weights="imagenet", include_top=False, pooling="avg", input_shape=(None, None, 3),
                             weights_base_url="http://127.0.0.1:9/unused/")
-        np.testing.assert_allclose(free.predict(x, verbose=0), expected, atol=1e-4)
-        assert free.predict(np.zeros((1, 32, 47, 3)), verbose=0).shape == (1, 1056)
+        np.testing.assert_allclose(_numpy(free(published_mobile.x, training=False)), published_mobile.file(False)[2],
+                                   atol=1e-4)
+        assert _numpy(free(np.zeros((1, 32, 47, 3), "float32"), training=False)).shape == (1, 1056)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("include_top", [True, False])
-def test_large_parity_over_http(include_top, mirror, monkeypatch):
-    ours, _, _ = _check_parity("large", include_top, mirror, use_env=False, monkeypatch=monkeypatch)
-    if include_top:
-        assert ours.count_params() == 88_949_818
+def test_large_parity_over_http(published_large, mirror, monkeypatch):
+    # The proof that the published NASNetLarge files load (88.9M weights, skip_reduction, stem of 96): one
+    # keras.applications reference and one of our models, each built once. The no-top file takes the same
+    # layer-name mapping less the top, which the Mobile no-top parity covers.
+    ours = _check_parity(published_large, True, mirror, use_env=False, monkeypatch=monkeypatch)
+    assert ours.count_params() == 88_949_818
 
 
-def test_md5_mismatch_is_an_error_and_leaves_no_file(mirror):
+def test_md5_mismatch_is_an_error_and_leaves_no_file(published_mobile, mirror):
     served, url, _ = mirror
-    _, path = _write_published_file("mobile", False, served)
+    path = published_mobile.file(False)[0]      # a valid file, but not the one whose md5 is published
+    os.symlink(path, served / os.path.basename(path))
     with pytest.raises(ValueError, match="1ed92395b5b598bdda52abe5c0dbfd63") as info:
         NASNetMobile(weights="imagenet", include_top=False, weights_base_url=url)
     cached = os.path.join(os.environ["KERAS_HOME"], "models", os.path.basename(path))
     assert cached in str(info.value)
+    assert "wrong md5 was removed" in str(info.value)
     assert not os.path.exists(cached)
 
 
 def test_no_network_error_names_url_md5_and_cache_path(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     url = "http://127.0.0.1:9/nasnet/"          # discard port: connection refused
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match="Could not get the ImageNet weights NASNet-mobile.h5") as info:
         NASNetMobile(weights="imagenet", weights_base_url=url)
     message = str(info.value)
     assert url + "NASNet-mobile.h5" in message
@@ -132,31 +181,34 @@ def test_default_url_is_the_published_one(monkeypatch):
     assert md5 == "d81d89dc07e6e56530c4e77faddd61b5"
 
 
-def test_weights_file_of_another_architecture_names_the_layer(tmp_path):
-    ref = keras.applications.NASNetMobile(weights=None, include_top=False, input_shape=(224, 224, 3))
-    path = str(tmp_path / "mobile-no-top.h5")
-    with h5py.File(path, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, ref)
-    with pytest.raises(ValueError, match="layer 'predictions' needs 'predictions'"):
+def test_weights_file_of_another_architecture_names_the_layer(published_mobile):
+    path = published_mobile.file(False)[0]
+    with pytest.raises(ValueError, match="layer 'predictions' needs 'predictions', which the file lacks"):
         NASNetMobile(weights=path, include_top=True)
-    with pytest.raises(ValueError, match=r"layer 'stem_conv1' expects shapes \[\(3, 3, 3, 96\)\]"):
-        NASNet(NASNET_A, num_cells=4, penultimate_filters=1056, include_top=False, weights=path)
+    with pytest.raises(ValueError, match=r"layer 'stem_conv1' expects shapes \[\(3, 3, 3, 16\)\] but the file "
+                                         r"holds \[\(3, 3, 3, 32\)\]"):
+        NASNet(NASNET_A, num_cells=1, filters=8, stem_filters=16, include_top=False, input_shape=(32, 32, 3),
+               weights=path)
 
 
 def test_weights_files_saved_by_this_package(tmp_path):
-    a = NASNet(NASNET_A, num_cells=1, filters=8, stem="cifar", input_shape=(32, 32, 3), classes=3)
+    def build(weights=None):
+        return NASNet(NASNET_A, num_cells=1, filters=8, stem="cifar", input_shape=(32, 32, 3), classes=3,
+                      weights=weights)
+
+    a = build()
     x = np.random.rand(2, 32, 32, 3).astype("float32")
-    expected = a.predict(x, verbose=0)
-    new = tmp_path / "a.weights.h5"
-    a.save_weights(str(new))
-    legacy = str(tmp_path / "a.h5")
-    with h5py.File(legacy, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, a)
-    for path in (str(new), legacy):
-        b = NASNet(NASNET_A, num_cells=1, filters=8, stem="cifar", input_shape=(32, 32, 3), classes=3, weights=path)
-        np.testing.assert_allclose(b.predict(x, verbose=0), expected, atol=1e-6)
+    expected = _numpy(a(x, training=False))
+    paths = [str(tmp_path / "a.weights.h5"), str(tmp_path / "full.h5"), str(tmp_path / "layout.h5")]
+    a.save_weights(paths[0])           # Keras 3 weights file
+    a.save(paths[1])                   # legacy full-model HDF5: weights under "model_weights"
+    write_legacy_h5(a, paths[2])       # the published files' layout, by our layer names
+    assert not np.allclose(_numpy(build()(x, training=False)), expected, atol=1e-3)   # a fresh init differs
+    for path in paths:
+        np.testing.assert_allclose(_numpy(build(path)(x, training=False)), expected, atol=1e-6, err_msg=path)
 
 
 def test_missing_weights_file(tmp_path):
-    with pytest.raises(ValueError, match="no such file"):
-        NASNetMobile(weights=str(tmp_path / "nope.h5"))
+    path = str(tmp_path / "nope.h5")
+    with pytest.raises(ValueError, match=re.escape(f"weights={path!r}: no such file")):
+        NASNet(NASNET_A, num_cells=1, filters=8, stem="cifar", input_shape=(32, 32, 3), weights=path)
