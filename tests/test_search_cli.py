@@ -33,7 +33,8 @@ def _run_cli(args, cwd, timeout=300):
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     """One end-to-end run of `python -m search.run` with a tiny configuration, two children at once (the
-    quick preset's default: a chief and two local worker processes)."""
+    quick preset's default: a chief and two local worker processes). About a minute: three TensorFlow
+    processes plus their child processes start, which is what the default path does."""
     cwd = tmp_path_factory.mktemp("cli")
     result = _run_cli(TINY_FLAGS + ["--directory=out", "--seed=1", "--local_workers=2"], cwd)
     return cwd, result
