@@ -42,7 +42,7 @@ def test_drop_path_and_aux_head_model_trains_in_fit():
 
 
 def test_keep_prob_follows_the_formula():
-    # keep = 1 - (cell + 1) / total * min(1, step / steps) * (1 - keep_final)   (nasnet-facts section 4)
+    # keep = 1 - (cell + 1) / total * min(1, step / steps) * (1 - keep_final)   (TF-slim nets/nasnet/nasnet_utils.py, `_apply_drop_path`)
     layer = ScheduledDropPath(keep_prob=0.6, cell_index=3, total_cells=8, total_steps=1000)
     assert layer.keep_prob_at(0) == pytest.approx(1.0)
     assert layer.keep_prob_at(500) == pytest.approx(1 - 4 / 8 * 0.5 * 0.4)

@@ -7,16 +7,11 @@ one child network is trained and scored by the recipe in
 (`nasnet_keras.search.child_process`: bounded memory, a no-progress timeout,
 crash detection), else in this process.
 
-Distributed search (Keras Tuner's chief / worker mode): workers talk to the
-chief through a `ChiefClient` (waits out a restarting chief, clear errors),
-refuse to start when their child flags differ from the chief's, send
-heartbeats only while the child makes progress, and carry each failure's
-reason to the chief. The chief writes the reports live as trials end (the
-oracle's ``trial_listeners``), so they are current in every mode.
-
-Disk: no per-trial checkpoints; only the weights of the best child so far are
-kept (``best_model.weights.h5``, ``keep_best_model=True``), so
-`get_best_models(1)` works (not in chief / worker mode, local workers included).
+Chief / worker mode: workers use a `ChiefClient` (waits out a restarting
+chief), refuse child flags that differ from the chief's, beat only while the
+child makes progress and carry failure reasons to the chief, which writes the
+reports live (the oracle's ``trial_listeners``). Only the best child's weights
+are kept (``best_model.weights.h5``; not in chief / worker mode).
 """
 
 from __future__ import annotations
