@@ -356,15 +356,10 @@ class CellSearchTuner(keras_tuner.Tuner):
                   flush=True)
         super().on_trial_end(trial)
 
-    @property
-    def child_pid(self) -> Optional[int]:
-        """Process id of the running child-training process, or ``None``."""
-        return None if self._child is None else self._child.pid
-
-    @property
-    def child_starts(self) -> int:
-        """How many child-training processes this tuner has started."""
-        return 0 if self._child is None else self._child.starts
+    child_pid = property(lambda self: None if self._child is None else self._child.pid,
+                         doc="Process id of the running child-training process, or ``None``.")
+    child_starts = property(lambda self: 0 if self._child is None else self._child.starts,
+                            doc="How many child-training processes this tuner has started.")
 
     # ------------------------------------------------------------ best model only
     def save_model(self, trial_id, model, step=0):
