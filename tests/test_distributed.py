@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from keras_tuner.engine.trial import Trial  # noqa: E402
 
 from nasnet_keras.search import fault_tolerance as ft  # noqa: E402
 from nasnet_keras.search import space as sp  # noqa: E402
+from nasnet_keras.search.local_workers import free_port  # noqa: E402
 from nasnet_keras.search.oracles import NASNetRLOracle, RandomCellOracle  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -293,19 +293,13 @@ def test_chief_restart_keeps_running_trials_and_attempts(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------ real chief + workers (subprocesses)
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class _Cluster:
     """Starts chief / worker processes of tests/_distributed_worker.py; kills what is left on exit."""
 
     def __init__(self, directory, args):
         self.directory = directory
         self.args = [str(a) for a in args]
-        self.port = _free_port()
+        self.port = free_port()
         self.procs = {}
 
     def start(self, tuner_id, *extra):

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import psutil  # noqa: E402
 import pytest  # noqa: E402
 
+from nasnet_keras.search.local_workers import free_port  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Tiny children: 1 block per cell, 4 filters, 64 training images, 1 epoch.
 TINY = ["--epochs=1", "--num_cells=1", "--filters=4", "--num_blocks=1", "--max_train_examples=64",
@@ -33,17 +34,11 @@ TINY = ["--epochs=1", "--num_cells=1", "--filters=4", "--num_blocks=1", "--max_t
 TRAINING = re.compile(r"(tuner\d+): trial (\d+) \(attempt (\d+)\) training in process (\d+)")
 
 
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class _Cluster:
     """`python -m search.run` processes sharing one chief address; kills what is left on exit."""
 
     def __init__(self, cwd, flags):
-        self.cwd, self.flags, self.port = cwd, list(flags), _free_port()
+        self.cwd, self.flags, self.port = cwd, list(flags), free_port()
         self.procs, self.runs = {}, {}
 
     def start(self, tuner_id, *extra):

@@ -23,14 +23,15 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence
 
-__all__ = ["LocalWorkers", "PARENT_ENV", "exit_with_parent"]
+__all__ = ["LocalWorkers", "PARENT_ENV", "exit_with_parent", "free_port"]
 
 #: Environment variable naming the chief's process id in a local worker (see `exit_with_parent`).
 PARENT_ENV = "NASNET_SEARCH_PARENT_PID"
 _ROLE_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -75,7 +76,7 @@ class LocalWorkers:
         return os.path.join(self.log_dir, f"{self.project}_{tuner_id}.log")
 
     def __enter__(self) -> "LocalWorkers":
-        port = str(_free_port())
+        port = str(free_port())
         self._saved_env = {k: os.environ.get(k) for k in _ROLE_ENV}
         os.environ.update(KERASTUNER_TUNER_ID="chief", KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=port)
         return self
