@@ -13,8 +13,7 @@ Each architecture is scored with a deterministic function (no training,
 ``--trial-seconds`` of sleep per trial; real children are trained by the
 end-to-end tests in tests/test_search_faults.py). A worker appends
 ``<trial_id> <attempt>`` to ``<directory>/runs_<tuner_id>.log`` for every
-trial it finishes; ``--barrier N`` makes each worker wait in its first trial
-until N workers got one. ``--hang-file F``: the worker writes F (JSON: trial id and
+trial it finishes. ``--hang-file F``: the worker writes F (JSON: trial id and
 pid) in its first trial and then blocks there, heartbeats on, until killed.
 """
 
@@ -42,18 +41,6 @@ TINY_SPACE = {"num_blocks": 1, "ops": ["identity", "max_pool_3x3", "avg_pool_3x3
               "combines": ["add"]}
 
 
-def _barrier(directory, workers, timeout=120.0):
-    """Waits until `workers` workers have reached their first trial (so every worker gets one)."""
-    tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "tuner0")
-    open(os.path.join(directory, f"ready_{tuner_id}"), "w").close()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if len([f for f in os.listdir(directory) if f.startswith("ready_")]) >= workers:
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"only some of the {workers} workers started within {timeout} s")
-
-
 def _log_run(directory, trial):
     tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "tuner0")
     with open(os.path.join(directory, f"runs_{tuner_id}.log"), "a") as f:
@@ -63,17 +50,13 @@ def _log_run(directory, trial):
 class ScoreWorkerTuner(keras_tuner.Tuner):
     """Scores the genotype deterministically (`_oracle_search.score`), with heartbeats and attempt tags."""
 
-    def __init__(self, oracle, trial_seconds=0.0, hang_file=None, barrier=0, **kwargs):
+    def __init__(self, oracle, trial_seconds=0.0, hang_file=None, **kwargs):
         self.space = oracle.space  # on a worker, `self.oracle` becomes Keras Tuner's gRPC client
         super().__init__(oracle=oracle, **kwargs)
         self.trial_seconds = trial_seconds
         self.hang_file = hang_file
-        self.barrier = barrier
 
     def run_trial(self, trial, *args, **kwargs):
-        if self.barrier:
-            _barrier(self.project_dir, self.barrier)
-            self.barrier = 0
         with ft.TrialHeartbeat(self.oracle, trial, min_interval_s=0.3) as heartbeat:
             if self.hang_file:
                 with open(self.hang_file + ".tmp", "w") as f:
@@ -94,8 +77,7 @@ def build(args):
     oracle = oracles.NASNetRLOracle(max_trials=args.max_trials, seed=args.seed, batch_size=args.batch_size,
                                     lstm_units=16, worker_timeout=args.worker_timeout, space=TINY_SPACE)
     common = dict(directory=args.directory, project_name=args.project)
-    return ScoreWorkerTuner(oracle, trial_seconds=args.trial_seconds, hang_file=args.hang_file,
-                            barrier=args.barrier, **common)
+    return ScoreWorkerTuner(oracle, trial_seconds=args.trial_seconds, hang_file=args.hang_file, **common)
 
 
 def main(argv=None):
@@ -108,7 +90,6 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--trial-seconds", type=float, default=0.0)
     parser.add_argument("--hang-file", default=None)
-    parser.add_argument("--barrier", type=int, default=0, help="workers to wait for before the first trial")
     args = parser.parse_args(argv)
     import tensorflow as tf
 

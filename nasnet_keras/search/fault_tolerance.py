@@ -289,8 +289,7 @@ class FaultTolerantOracle(keras_tuner.Oracle):
             for listener in list(self.trial_listeners):
                 listener(self.trials[tid], report)
         if self.stop_reason is not None and not was_stopped:
-            self.ongoing_trials.pop(owner, None)
-            self.tuner_ids.discard(owner)
+            self.tuner_ids.discard(owner)  # Keras Tuner's end_trial already dropped its running trial
             if not serves_workers():  # one process: surface it as Keras Tuner does
                 raise RuntimeError(self.stop_reason)
 
