@@ -58,7 +58,7 @@ def _plan_cells(num_cells: int, filters: int, filter_multiplier: int, stem: str,
     return plan
 
 
-def _output_units(cell: gt.Cell) -> int:
+def output_units(cell: gt.Cell) -> int:
     """Width of a cell output in units of `filters`."""
     width = {0: 1, 1: 1}
     for b, block in enumerate(cell.blocks):
@@ -215,7 +215,7 @@ def NASNet(
     if not 0.0 < drop_path_keep_prob <= 1.0:
         raise ValueError(f"drop_path_keep_prob must be in (0, 1]; got {drop_path_keep_prob}.")
 
-    units = _output_units(genotype.normal)
+    units = output_units(genotype.normal)
     if filters is None:
         if penultimate_filters % (units * filter_multiplier ** 2):
             raise ValueError(

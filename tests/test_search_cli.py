@@ -11,18 +11,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 
 from search import run  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# A tiny search: 3 children with 1 block per cell, 4 filters, 64 training images.
-TINY_FLAGS = ["--max_trials=3", "--epochs=1", "--num_cells=1", "--filters=4", "--num_blocks=1",
-              "--max_train_examples=64", "--batch_size=32", "--controller_batch_size=2", "--local_workers=1"]
-
-
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    return env
+from _cli import TINY_SEARCH_FLAGS as TINY_FLAGS  # noqa: E402
+from _cli import subprocess_env as _env  # noqa: E402
 
 
 def _run_cli(args, cwd, timeout=300):
@@ -31,13 +21,9 @@ def _run_cli(args, cwd, timeout=300):
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory):
-    """One end-to-end run of `python -m search.run` with a tiny configuration, two children at once (the
-    quick preset's default: a chief and two local worker processes). About a minute: three TensorFlow
-    processes plus their child processes start, which is what the default path does."""
-    cwd = tmp_path_factory.mktemp("cli")
-    result = _run_cli(TINY_FLAGS + ["--directory=out", "--seed=1", "--local_workers=2"], cwd)
-    return cwd, result
+def searched(tiny_search):
+    """The session's tiny search (tests/conftest.py): its working directory and `subprocess` result."""
+    return tiny_search
 
 
 def test_end_to_end_writes_outputs_and_prints_progress(searched):

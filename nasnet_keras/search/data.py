@@ -17,7 +17,9 @@ Sec. 4: pad 32x32 CIFAR images to 40x40, random 32x32 crop, random horizontal
 flip): pad ``size // 8`` pixels on each side (4 for 32x32, giving 40x40) with
 the value of a black pixel (-1), randomly crop back to the original size, and
 randomly flip left-right unless flipping is disabled (it is off by default
-for digits, whose mirror images are not digits).
+for digits, whose mirror images are not digits). The augmentation is
+`nasnet_keras.training.preprocessing.cifar_train`, which full-scale training
+shares.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from nasnet_keras.search.checks import check_positive, check_seed, is_int
 from nasnet_keras.search.data_sources import (DEFAULT_HOLDOUT_FRACTION, DIGITS_HOLDOUT, IMAGE_EXTENSIONS,
                                               PAPER_DATASET, PAPER_HOLDOUT, DatasetNotPreparedError,
                                               digits_source, directory_source, tfds_source)
+from nasnet_keras.training.preprocessing import cifar_train, to_signed
 
 __all__ = [
     "DEFAULT_DATASET",
@@ -218,32 +221,8 @@ def _normalize_image_size(image_size: Optional[ImageSize]) -> Optional[Tuple[int
 # Pipelines.
 
 
-def _scale_uint8(image: tf.Tensor) -> tf.Tensor:
-    """uint8 [0, 255] -> float32 [-1, 1]."""
-    return tf.cast(image, tf.float32) / 127.5 - 1.0
-
-
 def _to_float(image, label):
-    if image.dtype == tf.uint8:
-        image = _scale_uint8(image)
-    return image, label
-
-
-def _augment(image: tf.Tensor, seed: tf.Tensor, flip: bool) -> tf.Tensor:
-    """Pad size//8 per side with black (-1), random crop back, optional flip.
-
-    Paper Sec. 4: pad 32x32 CIFAR images to 40x40, take a random 32x32 crop,
-    random horizontal flip. ``seed`` is a shape-[2] int tensor; the crop and
-    the flip derive their stateless seeds from it.
-    """
-    h, w, c = image.shape
-    pad_h, pad_w = h // 8, w // 8
-    padded = tf.pad(image, [[pad_h, pad_h], [pad_w, pad_w], [0, 0]], constant_values=-1.0)
-    crop_seed = tf.stack([seed[0], seed[1]])
-    image = tf.image.stateless_random_crop(padded, (h, w, c), seed=crop_seed)
-    if flip:
-        image = tf.image.stateless_random_flip_left_right(image, seed=tf.stack([seed[1], seed[0]]))
-    return image
+    return to_signed(image), label
 
 
 def _train_pipeline(ds, num_train, batch_size, seed, augment, flip, cache):
@@ -256,7 +235,7 @@ def _train_pipeline(ds, num_train, batch_size, seed, augment, flip, cache):
         # same streams for the same seed: reproducible, stateless augmentation.
         randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, randoms)).map(
-            lambda pair, s: (_augment(pair[0], s, flip), pair[1]),
+            lambda pair, s: (cifar_train(pair[0], s, flip=flip), pair[1]),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )

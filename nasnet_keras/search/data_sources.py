@@ -35,7 +35,7 @@ import dataclasses
 import difflib
 import functools
 import os
-from typing import Optional, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -43,7 +43,8 @@ import tensorflow as tf
 from nasnet_keras.search.checks import is_int
 
 __all__ = ["PAPER_DATASET", "PAPER_HOLDOUT", "DIGITS_HOLDOUT", "DEFAULT_HOLDOUT_FRACTION", "IMAGE_EXTENSIONS",
-           "DatasetNotPreparedError", "Source", "digits_source", "directory_source", "tfds_source"]
+           "DatasetNotPreparedError", "Source", "digits_source", "class_folder_files", "decode_image_file",
+           "directory_source", "tfds_source"]
 
 #: The dataset the paper searched on.
 PAPER_DATASET = "cifar10"
@@ -79,7 +80,10 @@ class Source:
     in a fixed order, images ``(H, W, C)`` = ``input_shape``, uint8 (float32 in
     [-1, 1] for digits); the other fields are as in `SearchData`, plus
     ``default_flip`` (random left-right flips suit these images) and
-    ``needs_cache`` (the datasets decode files, so caching pays).
+    ``needs_cache`` (the datasets decode files, so caching pays) and
+    ``validation_source`` (where the validation examples come from, in words).
+    ``input_shape`` is ``(None, None, C)`` for a tfds source of varying-size
+    images loaded with ``keep_native``.
     """
 
     name: str
@@ -92,6 +96,7 @@ class Source:
     class_names: Tuple[str, ...]
     default_flip: bool
     needs_cache: bool
+    validation_source: str = ""
 
 
 def _default_holdout(source_name: Optional[str]) -> Union[int, float]:
@@ -181,6 +186,7 @@ def digits_source(holdout, size: Optional[Tuple[int, int]]) -> Source:
         class_names=tuple(str(d) for d in range(10)),
         default_flip=False,  # a mirrored digit is not a digit
         needs_cache=False,  # already in memory
+        validation_source=f"last {n_val} of 'digits'",
     )
 
 
@@ -188,15 +194,17 @@ def digits_source(holdout, size: Optional[Tuple[int, int]]) -> Source:
 # A directory of class folders.
 
 
-def directory_source(path: str, holdout, size: Optional[Tuple[int, int]]) -> Source:
-    """Images under ``path/<class>/`` (sorted class names are the labels), as RGB uint8.
+def class_folder_files(path: str) -> Tuple[str, Tuple[str, ...], np.ndarray, np.ndarray]:
+    """Lists the images under ``path/<class>/``: ``(root, class_names, files, labels)``.
 
-    ``size`` None keeps the size of the first image in sorted order; every
-    image is resized (bilinear) to it.
+    ``root`` is the absolute path, ``class_names`` the sorted names of the
+    class sub-folders with images (label = index), ``files`` / ``labels``
+    (int32) in a fixed, seed-independent random order (`_DIRECTORY_SPLIT_SEED`),
+    so that the last examples are a fair holdout.
 
     Raises:
         ValueError: the directory is missing, has no images in class
-            sub-folders, has only one class, or a bad ``holdout``.
+            sub-folders, or has only one class.
     """
     root = os.path.abspath(os.path.expanduser(path))
     if not os.path.isdir(root):
@@ -227,26 +235,48 @@ def directory_source(path: str, holdout, size: Optional[Tuple[int, int]]) -> Sou
             f"Image directory {root!r} has images for only one class ({class_names[0]!r}); "
             "a classification dataset needs at least two class sub-folders."
         )
+    order = np.random.default_rng(_DIRECTORY_SPLIT_SEED).permutation(len(files))
+    return root, tuple(class_names), np.asarray(files)[order], np.asarray(labels, dtype=np.int32)[order]
+
+
+def decode_image_file(file: tf.Tensor, label: tf.Tensor, size: Optional[Tuple[int, int]] = None):
+    """Reads one image file as RGB uint8 ``(H, W, 3)``; ``size`` resizes it (bilinear, rounded).
+
+    ``size`` None keeps the file's own size (static shape ``(None, None, 3)``).
+    Returns ``(image, label)``; a ``tf.data`` map function.
+    """
+    image = tf.io.decode_image(tf.io.read_file(file), channels=3, expand_animations=False)
+    if size is None:
+        image.set_shape((None, None, 3))
+        return image, label
+    image = tf.image.resize(image, size, method="bilinear")
+    image = tf.saturate_cast(tf.round(image), tf.uint8)
+    image.set_shape((size[0], size[1], 3))
+    return image, label
+
+
+def directory_source(path: str, holdout, size: Optional[Tuple[int, int]]) -> Source:
+    """Images under ``path/<class>/`` (sorted class names are the labels), as RGB uint8.
+
+    ``size`` None keeps the size of the first image in `class_folder_files`
+    order; every image is resized (bilinear) to it.
+
+    Raises:
+        ValueError: the directory is missing, has no images in class
+            sub-folders, has only one class, or a bad ``holdout``.
+    """
+    root, class_names, files, labels = class_folder_files(path)
     total = len(files)
     n_val = _resolve_holdout(holdout, total, _default_holdout(None), f"directory {root!r}")
-    order = np.random.default_rng(_DIRECTORY_SPLIT_SEED).permutation(total)
-    files = np.asarray(files)[order]
-    labels = np.asarray(labels, dtype=np.int32)[order]
 
     if size is None:
         first = tf.io.decode_image(tf.io.read_file(files[0]), expand_animations=False)
         size = (int(first.shape[0]), int(first.shape[1]))
 
-    def decode(file, label):
-        image = tf.io.decode_image(tf.io.read_file(file), channels=3, expand_animations=False)
-        image = tf.image.resize(image, size, method="bilinear")
-        image = tf.saturate_cast(tf.round(image), tf.uint8)
-        image.set_shape((size[0], size[1], 3))
-        return image, label
-
     def make(sl):
         ds = tf.data.Dataset.from_tensor_slices((files[sl], labels[sl]))
-        return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.map(functools.partial(decode_image_file, size=size),
+                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     n_train = total - n_val
     return Source(
@@ -257,9 +287,10 @@ def directory_source(path: str, holdout, size: Optional[Tuple[int, int]]) -> Sou
         num_val=n_val,
         num_classes=len(class_names),
         input_shape=(size[0], size[1], 3),
-        class_names=tuple(class_names),
+        class_names=class_names,
         default_flip=True,
         needs_cache=True,
+        validation_source=f"last {n_val} of directory {root!r} (fixed shuffle)",
     )
 
 
@@ -305,12 +336,20 @@ def _tfds_builder(name: str, data_dir):
 
 
 def tfds_source(name: str, holdout, size: Optional[Tuple[int, int]], data_dir, download: bool,
-                max_train_examples: Optional[int]) -> Source:
+                max_train_examples: Optional[int], *, validation_splits: Sequence[str] = (),
+                keep_native: bool = False) -> Source:
     """The ``train`` split of tensorflow-datasets dataset ``name``, its last ``holdout`` as reward set.
 
     ``size`` None keeps the dataset's fixed image size. The training part is
     sliced to at most ``max_train_examples`` (None: all). With ``download``
     an unprepared dataset is downloaded and prepared first.
+
+    ``validation_splits``: split names in order of preference; the first one
+    the dataset has is the whole validation set and the whole ``train``
+    split is trained on (``holdout`` is then unused); when it has none of
+    them (or none are given) the holdout is cut from ``train`` as above.
+    ``keep_native``: with ``size`` None, images of varying size are kept as
+    they are (``input_shape`` ``(None, None, C)``) instead of raising.
 
     Raises:
         ValueError: an unknown name, not an image-classification dataset
@@ -348,12 +387,18 @@ def tfds_source(name: str, holdout, size: Optional[Tuple[int, int]], data_dir, d
             f"{sorted(splits.keys())}); the reward set is cut from the train split."
         )
     total = splits["train"].num_examples
-    n_val = _resolve_holdout(holdout, total, _default_holdout(builder.name), f"{name!r}")
-    n_train = total - n_val
+    named = next((split for split in validation_splits if split in splits), None)
+    if named is not None:
+        n_val, val_split, n_train = splits[named].num_examples, named, total
+        validation_source = f"tfds split {named!r}"
+    else:
+        n_val = _resolve_holdout(holdout, total, _default_holdout(builder.name), f"{name!r}")
+        n_train = total - n_val
+        # tfds split slicing: the reward set is the last n_val of 'train'.
+        val_split, validation_source = f"train[{total - n_val}:]", f"last {n_val} of tfds split 'train'"
     if max_train_examples is not None:
         n_train = min(n_train, int(max_train_examples))
-    # tfds split slicing: the reward set is the last n_val of 'train'.
-    train_split, val_split = f"train[:{n_train}]", f"train[{total - n_val}:]"
+    train_split = f"train[:{n_train}]"
 
     image_feature, num_classes = features["image"], features["label"].num_classes
     h, w, c = image_feature.shape
@@ -362,7 +407,7 @@ def tfds_source(name: str, holdout, size: Optional[Tuple[int, int]], data_dir, d
             f"tensorflow-datasets dataset {name!r} has images with an unknown channel count."
         )
     if size is None:
-        if h is None or w is None:
+        if (h is None or w is None) and not keep_native:
             raise ValueError(
                 f"tensorflow-datasets dataset {name!r} has images of varying size; pass "
                 "image_size=(h, w) to resize them."
@@ -398,5 +443,6 @@ def tfds_source(name: str, holdout, size: Optional[Tuple[int, int]], data_dir, d
         class_names=tuple(features["label"].names),
         default_flip=True,
         needs_cache=True,
+        validation_source=validation_source,
     )
 
