@@ -125,14 +125,40 @@ class _WarmupEMA:
         return list(self._model_variables_moving_average) if self.use_ema else []
 
 
-@keras.saving.register_keras_serializable(package="nasnet_keras")
-class EMASGD(_WarmupEMA, keras.optimizers.SGD):
-    """`keras.optimizers.SGD` whose EMA follows TF-slim's schedule (see module doc)."""
+class _ClipAfterAllReduce:
+    """Mixin: global-norm clipping of the gradient of the whole global batch, with any number of replicas.
+
+    Keras clips each replica's gradient before the replicas' gradients are summed, so with N replicas the
+    norm that is clipped is that of a 1/N share, and training differs from one device whenever clipping
+    acts. Here the replicas first sum their gradients (one extra all-reduce, only when clipping is on and
+    there are several replicas), clip the sum as one device would, and hand on 1/N of it each, which the
+    optimizer's own all-reduce adds back up.
+    """
+
+    def _clip_gradients(self, grads):
+        import tensorflow as tf
+
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        if not self.global_clipnorm or replicas == 1:
+            return super()._clip_gradients(grads)
+        present = [g for g in grads if g is not None]
+        summed = context.all_reduce(tf.distribute.ReduceOp.SUM, present)
+        clipped, _ = tf.clip_by_global_norm(summed, self.global_clipnorm)
+        shares = iter([c / replicas for c in clipped])
+        return [next(shares) if g is not None else None for g in grads]
 
 
 @keras.saving.register_keras_serializable(package="nasnet_keras")
-class EMARMSprop(_WarmupEMA, keras.optimizers.RMSprop):
-    """`keras.optimizers.RMSprop` whose EMA follows TF-slim's schedule (see module doc)."""
+class EMASGD(_ClipAfterAllReduce, _WarmupEMA, keras.optimizers.SGD):
+    """`keras.optimizers.SGD` whose EMA follows TF-slim's schedule and whose global-norm clipping acts on
+    the whole batch's gradient under tf.distribute (see module doc)."""
+
+
+@keras.saving.register_keras_serializable(package="nasnet_keras")
+class EMARMSprop(_ClipAfterAllReduce, _WarmupEMA, keras.optimizers.RMSprop):
+    """`keras.optimizers.RMSprop` whose EMA follows TF-slim's schedule and whose global-norm clipping acts
+    on the whole batch's gradient under tf.distribute (see module doc)."""
 
 
 def make_optimizer(name: str, learning_rate, *, momentum: float = 0.9, rmsprop_decay: float = 0.9,

@@ -61,6 +61,21 @@ def inference_network(genotype: gt.Genotype, recipe: Recipe, input_shape, num_cl
                   name=f"nasnet_{recipe.name}")
 
 
+class _VectorStepLogs(keras.Model):
+    """The same functional network, whose train / test steps return their scalar logs as shape-[1] vectors.
+
+    Keras 3.15 reduces every step's logs across workers of a MultiWorkerMirroredStrategy with a mean over
+    axis 0, which fails on scalars (tensorflow/tensorflow#72388); a [1] vector per replica reduces to the
+    same mean. Epoch logs and `evaluate` results come from the metric objects, unchanged.
+    """
+
+    def train_step(self, data):
+        return {k: keras.ops.reshape(v, (1,)) for k, v in super().train_step(data).items()}
+
+    def test_step(self, data):
+        return {k: keras.ops.reshape(v, (1,)) for k, v in super().test_step(data).items()}
+
+
 class TransferTrainer:
     """One transfer-training run.
 
@@ -150,6 +165,8 @@ class TransferTrainer:
         keras.utils.set_random_seed(self.seed)
         with self.strategy.scope():
             model = self.build_training_model()
+            if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                model = _VectorStepLogs(model.inputs, model.outputs, name=model.name)
             self.compile(model)
             start_step = ckpt.restore(model, self.run_dir.checkpoint_dir)
         spe, epochs = self.data.steps_per_epoch, self.recipe.epochs
@@ -159,6 +176,7 @@ class TransferTrainer:
                           f"{left} steps left in it) from {self.run_dir.checkpoint_dir}.")
         train = self._targets(model, self.data.train)
         validation = self._targets(model, self.data.validation)
+        self._build_state(model, train.element_spec)
         callbacks = self._callbacks(epoch)
         started = time.perf_counter()
         last_logs: Dict[str, float] = {}
@@ -188,6 +206,21 @@ class TransferTrainer:
                 if layer.weights:
                     layer.set_weights([np.asarray(w) for w in model.get_layer(layer.name).get_weights()])
         return network
+
+    def _build_state(self, model: keras.Model, batch_spec) -> None:
+        """Creates the optimizer slots and the loss / metric state from the batch spec, before `fit`.
+
+        Under MultiWorkerMirroredStrategy Keras 3.15 builds this state inside `fit` by reducing a real first
+        batch across workers, an eager reduce of `PerReplica` images that fails (tensorflow/tensorflow#72388);
+        here the spec gives the same variables without touching data, and `fit`'s own build is skipped.
+        Guarded by tests/test_training_distributed.py; `_symbolic_build` is Keras' own method.
+        """
+        if not hasattr(model, "_symbolic_build"):
+            return
+        with self.strategy.scope():
+            model._symbolic_build(data_batch=batch_spec)
+        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 
     def _callbacks(self, first_epoch: int):
         run = self.run_dir
