@@ -2,14 +2,12 @@
 MirroredStrategy over two logical CPU devices compared step for step with one device."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 
 import h5py
 import numpy as np
-import pytest
 
 from _cli import ROOT, subprocess_env
 from nasnet_keras.search.local_workers import free_port
