@@ -282,6 +282,8 @@ def run_search(settings: Dict[str, Any]) -> int:
     print(f"Build it at full scale (N={FULL_SCALE['num_cells']}, F={FULL_SCALE['filters']}, as NASNet-A 6 @ 768):")
     print("  from nasnet_keras import NASNet, Genotype")
     print("  " + build_line(best_json, tuner.data.input_shape, tuner.data.num_classes), flush=True)
+    print(f"or train it with the paper's recipe: python -m search.train --genotype={os.path.abspath(project_dir)}",
+          flush=True)
     return 0
 
 

@@ -6,11 +6,9 @@ start a real chief and two workers as subprocesses on 127.0.0.1
 (tests/_distributed_worker.py).
 """
 
-import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -22,7 +20,7 @@ from keras_tuner.engine.trial import Trial  # noqa: E402
 
 from nasnet_keras.search import fault_tolerance as ft  # noqa: E402
 from nasnet_keras.search import space as sp  # noqa: E402
-from nasnet_keras.search.local_workers import free_port  # noqa: E402
+from _cluster import cluster  # noqa: E402
 from nasnet_keras.search.oracles import NASNetRLOracle, RandomCellOracle  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -293,51 +291,9 @@ def test_chief_restart_keeps_running_trials_and_attempts(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------ real chief + workers (subprocesses)
-class _Cluster:
-    """Starts chief / worker processes of tests/_distributed_worker.py; kills what is left on exit."""
-
-    def __init__(self, directory, args):
-        self.directory = directory
-        self.args = [str(a) for a in args]
-        self.port = free_port()
-        self.procs = {}
-
-    def start(self, tuner_id, *extra):
-        env = dict(os.environ, KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1",
-                   KERASTUNER_ORACLE_PORT=str(self.port), TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
-                   no_proxy="127.0.0.1,localhost", NO_PROXY="127.0.0.1,localhost")
-        out = open(os.path.join(self.directory, f"{tuner_id}.out"), "w")
-        cmd = [sys.executable, WORKER, "--directory", str(self.directory)] + self.args + [str(e) for e in extra]
-        self.procs[tuner_id] = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                                start_new_session=True)
-        out.close()
-        return self.procs[tuner_id]
-
-    def output(self, tuner_id):
-        with open(os.path.join(self.directory, f"{tuner_id}.out")) as f:
-            return f.read()
-
-    def wait(self, tuner_id, timeout):
-        try:
-            return self.procs[tuner_id].wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            logs = "\n".join(f"--- {k}\n{self.output(k)[-3000:]}" for k in self.procs)
-            pytest.fail(f"{tuner_id} did not finish within {timeout} s\n{logs}")
-
-    def kill_all(self):
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
-
-
-@contextlib.contextmanager
 def _cluster(directory, args):
-    cluster = _Cluster(directory, args)
-    try:
-        yield cluster
-    finally:
-        cluster.kill_all()
+    """Chief / worker processes of tests/_distributed_worker.py (see tests/_cluster.py)."""
+    return cluster(directory, [sys.executable, WORKER, "--directory", str(directory)] + [str(a) for a in args])
 
 
 def _project(directory):

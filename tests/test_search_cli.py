@@ -14,6 +14,8 @@ from search import run  # noqa: E402
 from _cli import TINY_SEARCH_FLAGS as TINY_FLAGS  # noqa: E402
 from _cli import subprocess_env as _env  # noqa: E402
 
+pytestmark = pytest.mark.xdist_group("tiny_search")
+
 
 def _run_cli(args, cwd, timeout=300):
     return subprocess.run([sys.executable, "-m", "search.run"] + list(args), cwd=cwd, env=_env(),
@@ -63,6 +65,7 @@ def test_end_to_end_writes_outputs_and_prints_progress(searched):
     # The printed line builds the best cell at full scale.
     line = next(ln.strip() for ln in result.stdout.splitlines() if ln.strip().startswith("model = NASNet("))
     assert "num_cells=6, filters=32" in line
+    assert f"python -m search.train --genotype={project}" in result.stdout
     scope = {"NASNet": NASNet, "Genotype": Genotype}
     exec(line, scope)  # noqa: S102 - the line the CLI tells users to run
     assert scope["model"].output_shape == (None, 10)

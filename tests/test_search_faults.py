@@ -16,8 +16,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -25,49 +23,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import psutil  # noqa: E402
 import pytest  # noqa: E402
 
-from nasnet_keras.search.local_workers import free_port  # noqa: E402
+from _cluster import Cluster, search_command  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.xdist_group("processes")
+
 # Tiny children: 1 block per cell, 4 filters, 64 training images, 1 epoch.
 TINY = ["--epochs=1", "--num_cells=1", "--filters=4", "--num_blocks=1", "--max_train_examples=64",
         "--batch_size=32", "--controller_batch_size=2", "--directory=out", "--seed=3", "--verbose=1"]
 TRAINING = re.compile(r"(tuner\d+): trial (\d+) \(attempt (\d+)\) training in process (\d+)")
 
 
-class _Cluster:
-    """`python -m search.run` processes sharing one chief address; kills what is left on exit."""
-
-    def __init__(self, cwd, flags):
-        self.cwd, self.flags, self.port = cwd, list(flags), free_port()
-        self.procs, self.runs = {}, {}
-
-    def start(self, tuner_id, *extra):
-        env = dict(os.environ, KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1",
-                   KERASTUNER_ORACLE_PORT=str(self.port), TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
-                   no_proxy="127.0.0.1,localhost", NO_PROXY="127.0.0.1,localhost",
-                   PYTHONPATH=os.pathsep.join([ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-                                                        if p]))
-        run = self.runs[tuner_id] = self.runs.get(tuner_id, 0) + 1
-        out = open(self.cwd / f"{tuner_id}.{run}.out", "w")
-        self.procs[tuner_id] = subprocess.Popen([sys.executable, "-m", "search.run"] + self.flags + list(extra),
-                                                cwd=self.cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                                start_new_session=True)
-        out.close()
-        return self.procs[tuner_id]
-
-    def output(self, tuner_id, run=None):
-        run = run or self.runs[tuner_id]
-        return (self.cwd / f"{tuner_id}.{run}.out").read_text(errors="replace")
-
-    def all_output(self):
-        return "\n".join(f"--- {t}.{r}\n{self.output(t, r)[-3000:]}" for t in self.runs
-                         for r in range(1, self.runs[t] + 1))
-
-    def wait(self, tuner_id, timeout):
-        try:
-            return self.procs[tuner_id].wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"{tuner_id} did not finish within {timeout} s\n{self.all_output()}")
+class _SearchCluster(Cluster):
+    """`python -m search.run` processes; `trainings` reads which child each worker started."""
 
     def trainings(self):
         """``[(tuner id, trial id, attempt, pid)]`` in the order the workers printed them."""
@@ -77,29 +44,14 @@ class _Cluster:
                 found += [m.groups() for m in TRAINING.finditer(self.output(tuner_id))]
         return [(t, trial, int(a), int(p)) for t, trial, a, p in found]
 
-    def wait_for(self, what, predicate, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.2)
-        pytest.fail(f"timed out waiting for {what}\n{self.all_output()}")
-
-    def kill_all(self):
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
-
 
 @contextlib.contextmanager
 def _cluster(cwd, flags):
-    cluster = _Cluster(cwd, flags)
+    running = _SearchCluster(cwd, search_command(flags))
     try:
-        yield cluster
+        yield running
     finally:
-        cluster.kill_all()
+        running.kill_all()
 
 
 def _project(cwd):

@@ -7,10 +7,13 @@ import sys
 import textwrap
 
 import h5py
+import pytest
 import numpy as np
 
 from _cli import ROOT, subprocess_env
 from nasnet_keras.search.local_workers import free_port
+
+pytestmark = pytest.mark.xdist_group("processes")
 
 # One block per cell: the smallest network the recipe builds (tracing dominates these tests).
 ONE_BLOCK = {"name": "one_block",

@@ -197,3 +197,16 @@ def test_genotype_sources(tmp_path):
     path.write_text('{"normal": {"blocks": [[0, "conv_9x9", 1, "identity", "add"]]}}')
     with pytest.raises(ValueError, match="is not a valid genotype"):
         load_genotype(str(path))
+
+
+def test_saved_weights_of_the_mobile_recipe_load_into_nasnet_mobile(tmp_path):
+    """The inference network a mobile-preset run saves is NASNetMobile's layout (here with 10 classes)."""
+    from nasnet_keras import NASNET_A
+    from nasnet_keras.applications import NASNetMobile
+    from nasnet_keras.training import inference_network
+
+    network = inference_network(NASNET_A, PRESETS["mobile"], (224, 224, 3), 10)
+    network.save_weights(tmp_path / "model.weights.h5")
+    loaded = NASNetMobile(weights=str(tmp_path / "model.weights.h5"), classes=10)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 224, 224, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), network.predict(x, verbose=0), atol=1e-6)
