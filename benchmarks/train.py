@@ -1,6 +1,6 @@
 """Training throughput: our NASNetMobile vs keras.applications.NASNetMobile, and the full cifar recipe.
 
-    python benchmarks/train.py              # ~8 min on 2 CPU cores
+    python benchmarks/train.py              # ~13 min on 2 CPU cores
     python benchmarks/train.py --quick      # smoke run
 
 1. Images/s of one training step (`train_on_batch`, graph mode, the same

@@ -189,3 +189,15 @@ def test_help_lists_the_recipe_flags(capsys):
     for flag in ("--preset", "--genotype", "--eval_only", "--checkpoint_every_steps", "--distribution", "--cutout"):
         assert flag in out
     assert "TensorFlow backend only" in out
+
+
+def test_mixed_precision_trains_with_float32_scores(trained, tmp_path):
+    """--mixed_precision=mixed_bfloat16 (CPUs have bfloat16): losses and top-5 see float32 scores (~25 s)."""
+    cwd, project, _, _, _ = trained
+    result = _train([f"--genotype={project}", f"--directory={tmp_path / 'mp'}", "--num_cells=1", "--filters=8",
+                     "--epochs=1", "--max_train_examples=128", "--mixed_precision=mixed_bfloat16"], cwd)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    config = json.loads((tmp_path / "mp" / "config.json").read_text())
+    assert config["environment"]["mixed_precision"] == "mixed_bfloat16"
+    metrics = json.loads((tmp_path / "mp" / "metrics.json").read_text())
+    assert metrics["steps"] == 4 and metrics["val_top5"] is not None

@@ -117,12 +117,18 @@ class TransferTrainer:
     def build_training_model(self) -> keras.Model:
         """The network with the recipe's training-only parts (aux head, drop path, dropout), uncompiled."""
         r = self.recipe
-        return NASNet(self.genotype, num_cells=r.num_cells, filters=r.filters, stem=r.stem,
-                      stem_filters=r.stem_filters, skip_reduction=r.skip_reduction,
-                      drop_path_keep_prob=r.drop_path_keep_prob,
-                      total_training_steps=self.total_steps if r.drop_path_keep_prob < 1.0 else None,
-                      aux_head=r.aux_head, dropout=r.dropout, input_shape=self.data.input_shape,
-                      classes=self.data.num_classes, name=f"nasnet_{r.name}_train")
+        model = NASNet(self.genotype, num_cells=r.num_cells, filters=r.filters, stem=r.stem,
+                       stem_filters=r.stem_filters, skip_reduction=r.skip_reduction,
+                       drop_path_keep_prob=r.drop_path_keep_prob,
+                       total_training_steps=self.total_steps if r.drop_path_keep_prob < 1.0 else None,
+                       aux_head=r.aux_head, dropout=r.dropout, input_shape=self.data.input_shape,
+                       classes=self.data.num_classes, name=f"nasnet_{r.name}_train")
+        if keras.mixed_precision.global_policy().compute_dtype == "float32":
+            return model
+        # Mixed precision: losses and metrics (top-5 needs float32) see float32 class scores.
+        outputs = [keras.layers.Activation("linear", dtype="float32", name=f"{name}_float32")(output)
+                   for name, output in zip(model.output_names, model.outputs)]
+        return keras.Model(model.inputs, outputs, name=model.name)
 
     def _loss_and_metrics(self):
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=self.recipe.label_smoothing)
@@ -241,7 +247,7 @@ class TransferTrainer:
                                      "data; the last good checkpoint is kept.")
 
     def _metrics(self, model, network, train_logs, evaluation, seconds, steps_run) -> Dict[str, Any]:
-        def pick(logs, name):      # "accuracy" or "predictions_accuracy" (with the aux head)
+        def pick(logs, name):      # "accuracy", or "<main output>_accuracy" with the aux head
             for key in (name, f"{model.output_names[0]}_{name}"):
                 if key in logs:
                     return float(logs[key])
