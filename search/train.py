@@ -62,6 +62,10 @@ flags.DEFINE_integer("image_size", None, "Training crop / input size.", **_d)
 flags.DEFINE_enum("optimizer", None, ["sgd", "rmsprop"], "Optimizer.", **_d)
 flags.DEFINE_enum("schedule", None, ["cosine", "exponential", "constant"], "Learning-rate schedule.", **_d)
 flags.DEFINE_float("momentum", None, "Momentum.", **_d)
+flags.DEFINE_float("rmsprop_decay", None, "RMSProp's squared-gradient decay (Keras rho).", **_d)
+flags.DEFINE_float("epsilon", None, "RMSProp epsilon.", **_d)
+flags.DEFINE_float("decay_rate", None, "Exponential schedule: factor per decay period.", **_d)
+flags.DEFINE_float("decay_epochs", None, "Exponential schedule: epochs per decay period (staircase).", **_d)
 flags.DEFINE_float("weight_decay", None, "L2 weight decay (slim convention: loss + wd/2 * sum w^2).", **_d)
 flags.DEFINE_float("label_smoothing", None, "Label smoothing.", **_d)
 flags.DEFINE_float("clip_norm", None, "Global-norm gradient clipping (0: off).", **_d)
@@ -82,8 +86,9 @@ flags.DEFINE_bool("eval_only", False, "Only evaluate --weights on the validation
 flags.DEFINE_string("weights", None, "'imagenet' or a weights file, for --eval_only.", **_d)
 
 RECIPE_FLAGS = ("epochs", "batch_size", "learning_rate", "num_cells", "filters", "image_size", "optimizer",
-                "schedule", "momentum", "weight_decay", "label_smoothing", "clip_norm", "ema_decay",
-                "drop_path_keep_prob", "aux_head", "aux_weight", "dropout", "cutout")
+                "schedule", "momentum", "rmsprop_decay", "epsilon", "decay_rate", "decay_epochs", "weight_decay",
+                "label_smoothing", "clip_norm", "ema_decay", "drop_path_keep_prob", "aux_head", "aux_weight",
+                "dropout", "cutout")
 
 
 def _error(message: str) -> int:
