@@ -1,44 +1,30 @@
 """Keras Tuner oracles over the NASNet cell search space.
 
-* `NASNetRLOracle` -- the paper's search (Sec. 3, Appendix A): an LSTM
-  controller (`PPOController`) samples the 2 x 5B cell decisions; child
-  rewards come back through ``end_trial`` and train it with PPO on batches
-  of 20 rewards.
-* `RandomCellOracle` -- the paper's random-search baseline (Sec. 4.4): Keras
-  Tuner's own `RandomSearchOracle` over the same decisions.
+* `NASNetRLOracle` -- the paper's search (Sec. 3, Appendix A): an LSTM controller (`PPOController`) samples the
+  2 x 5B cell decisions; child rewards come back through ``end_trial`` and train it with PPO on batches of 20.
+* `RandomCellOracle` -- the paper's random-search baseline (Sec. 4.4): Keras Tuner's own `RandomSearchOracle`.
 
-Both are `FaultTolerantOracle`s (Keras Tuner's chief / worker mode survives
-dead, hung and failing workers; see `nasnet_keras.search.fault_tolerance`)
-and sample only the cell decisions of `nasnet_keras.search.space`.
+Both are `FaultTolerantOracle`s (chief / worker mode survives dead, hung and failing workers; see
+`nasnet_keras.search.fault_tolerance`) and sample only the cell decisions of `nasnet_keras.search.space`.
 
-Resuming. Everything needed to continue is saved in the project with Keras
-Tuner's own ``oracle.json`` (the RL controller's weights and Adam moments go
-to a side file ``controller_weights_<n>.npz``, rewritten after an update).
-Re-running the same tuner command with ``overwrite=False`` continues the
-exact same sequence of architectures, wherever the previous process was
-killed: a running trial is re-run (Keras Tuner's retry queue) with its
-architecture; a trial that had ended but whose end was not fully recorded is
-not re-run and its reward reaches the controller on reload; a trial file
-written just before a crash but unknown to the saved state is dropped and
-its id reused. Resuming with a different search space (or controller size)
-raises `ValueError` naming the setting; nothing is deleted.
+Resuming. All state is in Keras Tuner's ``oracle.json`` (the controller's weights and Adam moments in a side file
+``controller_weights_<n>.npz``, rewritten after an update). The same command with ``overwrite=False`` continues
+the exact same sequence wherever the previous process was killed: a running trial is re-run (Keras Tuner's retry
+queue); a trial that ended but whose end was not fully recorded is not re-run and its reward reaches the
+controller on reload; a trial file unknown to the saved state is dropped and its id reused. Resuming with another
+search space (or controller size) raises `ValueError` naming the setting; nothing is deleted.
 
-Rewards (`NASNetRLOracle`): a COMPLETED trial gives its objective value
-(negated when minimised); a FAILED one `failed_reward` (default 0.0, the
-worst accuracy), or nothing with ``failed_reward=None``.
+Rewards (`NASNetRLOracle`): a COMPLETED trial gives its objective value (negated when minimised); a FAILED one
+`failed_reward` (default 0.0, the worst accuracy), or nothing with ``failed_reward=None``.
 
-Duplicates. When the controller samples an architecture that already has a
-result, that reward is given to the controller at once as a sample of the
-batch -- no child is trained -- and it samples again; a duplicate of a running
-trial is dropped and resampled. After ``max_duplicate_resamples`` duplicates
-in a row the duplicate is run as a new trial, so the search never stalls.
-`RandomCellOracle` resamples duplicates (Keras Tuner's collision limit) and
-stops the search when it cannot find a new architecture.
+Duplicates. An architecture that already has a result gives that reward to the controller at once (no child is
+trained) and it samples again; a duplicate of a running trial is resampled. After ``max_duplicate_resamples``
+duplicates in a row the duplicate runs as a new trial, so the search never stalls. `RandomCellOracle` resamples
+(Keras Tuner's collision limit) and stops the search when it finds no new architecture.
 
-Chief / worker agreement. The tuner on the chief sets ``oracle.child_config``
-(the child-training settings); `get_space` hands it to workers as a `Fixed`
-hyperparameter (`CHILD_CONFIG_HP`) so a worker started with other settings
-can refuse to run.
+Chief / worker agreement. The chief's tuner sets ``oracle.child_config`` (the child-training settings);
+`get_space` hands it to workers as a `Fixed` hyperparameter (`CHILD_CONFIG_HP`) so that a worker started with
+other settings can refuse to run.
 """
 
 from __future__ import annotations
