@@ -43,6 +43,7 @@ from nasnet_keras import genotypes as gt
 from nasnet_keras.builder import NASNet
 from nasnet_keras.cost import model_cost
 from nasnet_keras.search.data import SearchData
+from nasnet_keras.training.optimization import add_weight_decay
 
 __all__ = ["ChildTrainer", "ChildTrainingFailed", "DISTRIBUTIONS", "ProgressCallback",
            "resolve_distribution_strategy"]
@@ -51,9 +52,6 @@ __all__ = ["ChildTrainer", "ChildTrainingFailed", "DISTRIBUTIONS", "ProgressCall
 DISTRIBUTIONS = ("auto", "mirrored", "default", "one_device")
 #: Least seconds between two progress calls of one phase.
 PROGRESS_INTERVAL_S = 0.5
-
-# Kernel weights that get L2 decay (conv, separable conv parts, dense).
-_DECAYED_WEIGHTS = ("kernel", "depthwise_kernel", "pointwise_kernel")
 
 
 class ChildTrainingFailed(keras_tuner.errors.FailedTrialError):
@@ -233,11 +231,7 @@ class ChildTrainer:
 
     def compile(self, model: keras.Model) -> None:
         """Adds L2 decay to the kernels and compiles with SGD + momentum + cosine decay."""
-        if self.weight_decay > 0:
-            l2 = keras.regularizers.L2(self.weight_decay / 2.0)  # slim convention, see module doc
-            for variable in model.trainable_weights:
-                if variable.path.split("/")[-1] in _DECAYED_WEIGHTS:
-                    variable.regularizer = l2
+        add_weight_decay(model, self.weight_decay)  # slim convention, see module doc
         schedule = keras.optimizers.schedules.CosineDecay(
             self.learning_rate, decay_steps=self.epochs * self.data.steps_per_epoch)
         model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=self.momentum),
