@@ -201,3 +201,27 @@ def test_mixed_precision_trains_with_float32_scores(trained, tmp_path):
     assert config["environment"]["mixed_precision"] == "mixed_bfloat16"
     metrics = json.loads((tmp_path / "mp" / "metrics.json").read_text())
     assert metrics["steps"] == 4 and metrics["val_top5"] is not None
+
+
+def test_a_diverging_run_stops_with_its_last_good_checkpoint(trained, tmp_path):
+    """lr 1e6 makes the loss NaN within a few steps: the run stops at once with one error line that says what to
+    do, and the checkpoint it keeps holds finite weights only (~25 s)."""
+    cwd, project, _, _, _ = trained
+    run = tmp_path / "nan"
+    result = _train([f"--genotype={project}", f"--directory={run}", "--num_cells=1", "--filters=8", "--epochs=3",
+                     "--max_train_examples=128", "--learning_rate=1e6", "--clip_norm=0",
+                     "--checkpoint_every_steps=1"], cwd)
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "error: Training diverged" in result.stderr and "new --directory with a lower --learning_rate" in \
+        result.stderr and "Traceback" not in result.stderr
+    assert not (run / "metrics.json").exists() and not (run / "model.keras").exists()
+    assert "epoch 3/3" not in result.stdout                        # stopped, not trained to the end
+    checkpoint = run / "checkpoint" / "latest.weights.h5"
+    if checkpoint.exists():
+        import h5py
+
+        with h5py.File(checkpoint, "r") as f:
+            arrays = []
+            f.visititems(lambda name, obj: arrays.append(obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        assert arrays and all(np.isfinite(a).all() for a in arrays if np.issubdtype(np.asarray(a).dtype,
+                                                                                   np.floating))

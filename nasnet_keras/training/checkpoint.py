@@ -24,6 +24,9 @@ import os
 from typing import Optional, Tuple
 
 import keras
+import numpy as np
+
+from nasnet_keras.training.run_directory import atomic_write
 
 __all__ = ["CHECKPOINT_FILE", "StepCheckpoint", "restore", "resume_plan", "truncate_history"]
 
@@ -31,15 +34,12 @@ CHECKPOINT_FILE = "latest.weights.h5"
 STATE_FILE = "state.json"
 
 
-def _atomic_json(path: str, data) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
-
-
 class StepCheckpoint(keras.callbacks.Callback):
-    """Saves the training state at every epoch end and every ``every_steps`` steps.
+    """Saves the training state at every epoch end and every ``every_steps`` steps, never a diverged one.
+
+    A batch whose loss is NaN / infinite, or trainable weights that are no longer finite at a save, stop
+    training without saving: the last checkpoint stays the last good state, and `diverged_at` holds the
+    optimizer step where it was seen (None while training is sound).
 
     Args:
         directory: folder of the checkpoint (created if needed).
@@ -53,23 +53,39 @@ class StepCheckpoint(keras.callbacks.Callback):
         self.every_steps = int(every_steps) if every_steps else None
         self._since = 0
         self.saves = 0
+        self.diverged_at: Optional[int] = None
 
     @property
     def path(self) -> str:
         return os.path.join(self.directory, CHECKPOINT_FILE)
 
+    def _step(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
+
+    def _stop(self) -> None:
+        self.diverged_at = self._step()
+        self.model.stop_training = True
+
     def save(self) -> None:
-        """Writes the state now (atomically)."""
+        """Writes the state now (atomically), unless the weights are no longer finite."""
+        if self.diverged_at is not None:
+            return
+        if not all(np.isfinite(w).all() for w in self.model.get_weights()):
+            self._stop()
+            return
         os.makedirs(self.directory, exist_ok=True)
         tmp = os.path.join(self.directory, "tmp_" + CHECKPOINT_FILE)
         self.model.save_weights(tmp, overwrite=True)
         os.replace(tmp, self.path)
-        _atomic_json(os.path.join(self.directory, STATE_FILE),
-                     {"global_step": int(self.model.optimizer.iterations.numpy())})
+        atomic_write(os.path.join(self.directory, STATE_FILE), json.dumps({"global_step": self._step()}))
         self._since = 0
         self.saves += 1
 
     def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(np.asarray(loss, dtype="float64")).all():
+            self._stop()
+            return
         self._since += 1
         if self.every_steps and self._since >= self.every_steps:
             self.save()

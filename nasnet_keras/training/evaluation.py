@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from nasnet_keras import genotypes as gt
 from nasnet_keras.training.recipes import Recipe
+from nasnet_keras.training.run_directory import atomic_write
 from nasnet_keras.training.trainer import TOP5_MIN_CLASSES, inference_network
 
 __all__ = ["evaluate_weights"]
@@ -75,8 +76,5 @@ def evaluate_weights(genotype: gt.Genotype, recipe: Recipe, data, weights: str, 
     directory = os.path.abspath(os.path.expanduser(directory))
     os.makedirs(directory, exist_ok=True)
     path = _output_path(directory)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(out, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(out, indent=1, sort_keys=True) + "\n")
     return out, path

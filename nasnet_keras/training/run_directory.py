@@ -22,7 +22,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
-__all__ = ["RunDirectory", "RunMismatchError", "config_differences"]
+__all__ = ["RunDirectory", "RunMismatchError", "atomic_write", "config_differences"]
 
 #: Parts of config.json that must match to resume (the rest -- versions, machine, wall time -- may change).
 IDENTITY_KEYS = ("genotype", "model", "recipe", "data")
@@ -32,7 +32,8 @@ class RunMismatchError(ValueError):
     """The directory holds a run with another configuration."""
 
 
-def _atomic_write(path: str, text: str) -> None:
+def atomic_write(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file, so that a kill never leaves half a file."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(text)
@@ -111,7 +112,7 @@ class RunDirectory:
                         f"{', ...' if len(entries) > 5 else ''}) and holds no training run. Use a new directory.")
             os.makedirs(self.own, exist_ok=True)
             if self.is_chief:
-                _atomic_write(self.path("config.json"), json.dumps(config, indent=1, sort_keys=True) + "\n")
+                atomic_write(self.path("config.json"), json.dumps(config, indent=1, sort_keys=True) + "\n")
             return False
         differences = config_differences(old, config)
         if differences:
@@ -124,7 +125,7 @@ class RunDirectory:
 
     def write_json(self, name: str, data: Dict[str, Any]) -> str:
         path = self.path(name)
-        _atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+        atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
         return path
 
     def finished(self) -> bool:

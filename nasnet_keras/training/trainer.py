@@ -15,7 +15,6 @@ weights=path)` -- and, for NASNet-A at the ImageNet configs,
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import time
@@ -183,7 +182,8 @@ class TransferTrainer:
         train = self._targets(model, self.data.train)
         validation = self._targets(model, self.data.validation)
         self._build_state(model, train.element_spec)
-        callbacks = self._callbacks(epoch)
+        checkpoint = ckpt.StepCheckpoint(self.run_dir.checkpoint_dir, self.checkpoint_every_steps)
+        callbacks = self._callbacks(epoch, checkpoint)
         started = time.perf_counter()
         last_logs: Dict[str, float] = {}
         if epoch < epochs and left < spe:           # finish the epoch the checkpoint interrupted
@@ -191,13 +191,14 @@ class TransferTrainer:
                                 callbacks=callbacks, verbose=0, shuffle=False)
             last_logs = {k: v[-1] for k, v in history.history.items()}
             epoch += 1
+            self._check_diverged(checkpoint)
         if epoch < epochs:
             history = model.fit(train, initial_epoch=epoch, epochs=epochs, validation_data=validation,
                                 callbacks=callbacks, verbose=0, shuffle=False)
             last_logs = {k: v[-1] for k, v in history.history.items()} or last_logs
+            self._check_diverged(checkpoint)
         seconds = time.perf_counter() - started
         steps_run = int(model.optimizer.iterations.numpy()) - start_step
-        self._check_finite(last_logs)
         evaluation = model.evaluate(validation, verbose=0, return_dict=True, callbacks=[AverageForValidation()])
         network = self._inference_copy(model)
         metrics = self._metrics(model, network, last_logs, evaluation, seconds, steps_run)
@@ -228,10 +229,9 @@ class TransferTrainer:
         if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
             model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 
-    def _callbacks(self, first_epoch: int):
+    def _callbacks(self, first_epoch: int, checkpoint: ckpt.StepCheckpoint):
         run = self.run_dir
-        callbacks = [ScheduleLogger(), AverageForValidation(),
-                     ckpt.StepCheckpoint(run.checkpoint_dir, self.checkpoint_every_steps)]
+        callbacks = [ScheduleLogger(), AverageForValidation(), checkpoint]
         if run.is_chief:
             ckpt.truncate_history(run.path("history.csv"), first_epoch)
             callbacks += [keras.callbacks.CSVLogger(run.path("history.csv"), append=True),
@@ -239,12 +239,15 @@ class TransferTrainer:
                           EpochProgress(self.recipe.epochs, self.print_fn)]
         return callbacks
 
-    @staticmethod
-    def _check_finite(logs: Dict[str, float]) -> None:
-        loss = logs.get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            raise FloatingPointError(f"Training diverged: the loss is {loss}. Lower --learning_rate or check the "
-                                     "data; the last good checkpoint is kept.")
+    def _check_diverged(self, checkpoint: ckpt.StepCheckpoint) -> None:
+        if checkpoint.diverged_at is None:
+            return
+        kept = (f"the last good state is kept in {checkpoint.path}" if os.path.exists(checkpoint.path)
+                else "no checkpoint was written before it")
+        raise FloatingPointError(
+            f"Training diverged: the loss or the weights became NaN / infinite by step {checkpoint.diverged_at}; "
+            f"{kept}. Train again in a new --directory with a lower --learning_rate (or stronger --clip_norm), "
+            "and check the data for NaN / inf values.")
 
     def _metrics(self, model, network, train_logs, evaluation, seconds, steps_run) -> Dict[str, Any]:
         def pick(logs, name):      # "accuracy", or "<main output>_accuracy" with the aux head
