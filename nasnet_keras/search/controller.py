@@ -10,7 +10,7 @@ choices. All weights start uniform in ``[-init_range, init_range]``.
 Training (paper Appendix A): reward = child validation accuracy
 minus an exponential moving average baseline (decay 0.95); the policy is
 updated with PPO's clipped surrogate on minibatches of 20 architectures, Adam,
-learning rate 0.00035, entropy bonus 1e-5.
+learning rate 0.00035, entropy bonus 1e-5 (`adam_beta1`, `logit_tanh`: ENAS' variant).
 
 Implementation: sampling runs in numpy (float64) on a cached copy of the
 weights -- about 50 small matrix products, 1-2 ms per architecture on
@@ -39,7 +39,9 @@ PAPER_DEFAULTS = dict(units=100, learning_rate=3.5e-4, entropy_weight=1e-5, base
                       batch_size=20, init_range=0.1)
 
 _WEIGHT_NAMES = ("start", "lstm_kernel", "lstm_bias", "head_kernel", "head_bias", "embedding")
-_ADAM_BETA1, _ADAM_BETA2, _ADAM_EPSILON = 0.9, 0.999, 1e-8
+_ADAM_BETA2, _ADAM_EPSILON = 0.999, 1e-8
+#: Options newer than the state format: configs saved before them lack the keys, meaning these defaults.
+LATER_OPTIONS = dict(adam_beta1=0.9, logit_tanh=None)
 _NEG = -1e9  # logit given to padding classes
 
 
@@ -61,6 +63,11 @@ class PPOController:
         ppo_epochs: Adam steps taken on each batch (default 4); the first
             step is the plain policy gradient, later ones are clipped.
         init_range: weights start uniform in [-init_range, init_range] (paper: 0.1).
+        adam_beta1: Adam's first-moment decay, in [0, 1) (default 0.9; ENAS: 0).
+        logit_tanh: None, or one float ``c_t > 0`` per decision: decision
+            t's logits become ``c_t * tanh(logits)`` before the softmax, which
+            bounds its probabilities (ENAS, Pham et al. 2018: 1.10 for input
+            decisions, 1.10 / 2.5 for op decisions).
         seed: int seed for the initial weights and the sampling RNG; `None`
             draws one from the OS (then saved in the state).
 
@@ -76,7 +83,8 @@ class PPOController:
                  entropy_weight: float = PAPER_DEFAULTS["entropy_weight"],
                  baseline_decay: float = PAPER_DEFAULTS["baseline_decay"],
                  batch_size: int = PAPER_DEFAULTS["batch_size"], ppo_clip: float = 0.2, ppo_epochs: int = 4,
-                 init_range: float = PAPER_DEFAULTS["init_range"], seed: Optional[int] = None):
+                 init_range: float = PAPER_DEFAULTS["init_range"], adam_beta1: float = 0.9,
+                 logit_tanh: Optional[Sequence[float]] = None, seed: Optional[int] = None):
         if isinstance(num_choices, (str, bytes)) or not hasattr(num_choices, "__len__") or not num_choices:
             raise ValueError(f"num_choices must be a non-empty list of ints; got {num_choices!r}.")
         self.num_choices = tuple(check_positive(f"num_choices[{i}]", n) for i, n in enumerate(num_choices))
@@ -90,6 +98,13 @@ class PPOController:
         self.ppo_clip = check_positive("ppo_clip", ppo_clip, float)
         self.ppo_epochs = check_positive("ppo_epochs", ppo_epochs)
         self.init_range = check_positive("init_range", init_range, float)
+        self.adam_beta1 = check_probability("adam_beta1", adam_beta1, allow_zero=True, allow_one=False)
+        if logit_tanh is not None and (not isinstance(logit_tanh, (list, tuple, np.ndarray))
+                                       or len(logit_tanh) != len(self.num_choices)):
+            raise ValueError(f"logit_tanh must be None or a list of {len(self.num_choices)} positive floats (one "
+                             f"per decision); got {logit_tanh!r}.")
+        self.logit_tanh: Optional[Tuple[float, ...]] = None if logit_tanh is None else tuple(
+            check_positive(f"logit_tanh[{i}]", c, float) for i, c in enumerate(logit_tanh))
         seed = check_seed("seed", seed)
         self.seed = int(np.random.SeedSequence().entropy % (2 ** 31)) if seed is None else seed
 
@@ -138,6 +153,8 @@ class PPOController:
     def _step_log_probs(self, t, h):
         n = self.num_choices[t]
         logits = h @ self._np["head_kernel"][t, :, :n] + self._np["head_bias"][t, :n]
+        if self.logit_tanh is not None:
+            logits = self.logit_tanh[t] * np.tanh(logits)
         logits = logits - logits.max()
         return logits - math.log(np.exp(logits).sum())
 
@@ -150,10 +167,7 @@ class PPOController:
             (keep it: PPO needs it as the old log-prob).
         """
         w = self._np
-        h = np.zeros(self.units)
-        c = np.zeros(self.units)
-        x = w["start"]
-        out, total = [], 0.0
+        h, c, x, out, total = np.zeros(self.units), np.zeros(self.units), w["start"], [], 0.0
         for t in range(self.num_decisions):
             h, c = self._lstm_np(x, h, c)
             logp = self._step_log_probs(t, h)
@@ -214,7 +228,10 @@ class PPOController:
         zeros = tf.zeros([K, self.units])
         hs, _ = tf.scan(lstm_step, inputs, initializer=(zeros, zeros))  # [T, K, U]
         mask = tf.constant(self._mask)[:, None, :]
-        logits = tf.einsum("tku,tuc->tkc", hs, v["head_kernel"]) + v["head_bias"][:, None, :] + mask
+        logits = tf.einsum("tku,tuc->tkc", hs, v["head_kernel"]) + v["head_bias"][:, None, :]
+        if self.logit_tanh is not None:
+            logits = tf.constant(self.logit_tanh, tf.float32)[:, None, None] * tf.tanh(logits)
+        logits = logits + mask
         logp = tf.nn.log_softmax(logits)  # [T, K, C]
         chosen = tf.gather(logp, acts, axis=2, batch_dims=2)  # [T, K]
         plogp = tf.where(mask < 0, 0.0, tf.exp(logp) * logp)
@@ -227,13 +244,12 @@ class PPOController:
             clipped = tf.clip_by_value(ratio, 1.0 - self.ppo_clip, 1.0 + self.ppo_clip)
             surrogate = tf.minimum(ratio * advantages, clipped * advantages)
             loss = -tf.reduce_mean(surrogate) - self.entropy_weight * tf.reduce_mean(ent)
-        names = list(_WEIGHT_NAMES)
-        grads = tape.gradient(loss, [self._vars[k] for k in names])
+        grads = tape.gradient(loss, [self._vars[k] for k in _WEIGHT_NAMES])
         self._adam_step.assign_add(1)
-        step = tf.cast(self._adam_step, tf.float32)
-        lr = self._lr * tf.sqrt(1.0 - _ADAM_BETA2 ** step) / (1.0 - _ADAM_BETA1 ** step)
-        for k, g in zip(names, grads):
-            m = self._m[k].assign(_ADAM_BETA1 * self._m[k] + (1.0 - _ADAM_BETA1) * g)
+        step, b1 = tf.cast(self._adam_step, tf.float32), self.adam_beta1
+        lr = self._lr * tf.sqrt(1.0 - _ADAM_BETA2 ** step) / (1.0 - b1 ** step)
+        for k, g in zip(_WEIGHT_NAMES, grads):
+            m = self._m[k].assign(b1 * self._m[k] + (1.0 - b1) * g)
             s = self._v[k].assign(_ADAM_BETA2 * self._v[k] + (1.0 - _ADAM_BETA2) * tf.square(g))
             self._vars[k].assign_sub(lr * m / (tf.sqrt(s) + _ADAM_EPSILON))
         clip_frac = tf.reduce_mean(tf.cast(tf.abs(ratio - 1.0) > self.ppo_clip, tf.float32))
@@ -302,7 +318,8 @@ class PPOController:
         return {"num_choices": list(self.num_choices), "units": self.units, "embedding_dim": self.embedding_dim,
                 "learning_rate": self.learning_rate, "entropy_weight": self.entropy_weight,
                 "baseline_decay": self.baseline_decay, "batch_size": self.batch_size, "ppo_clip": self.ppo_clip,
-                "ppo_epochs": self.ppo_epochs, "init_range": self.init_range}
+                "ppo_epochs": self.ppo_epochs, "init_range": self.init_range, "adam_beta1": self.adam_beta1,
+                "logit_tanh": None if self.logit_tanh is None else list(self.logit_tanh)}
 
     def get_weights(self) -> Dict[str, np.ndarray]:
         """Weights and Adam moments as float32 arrays (``name``, ``name/m``, ``name/v``) plus ``adam_step``."""
@@ -349,6 +366,9 @@ class PPOController:
 
     def set_state(self, state: Dict[str, Any]) -> None:
         """Restores `get_state()` output; the sample sequence then continues exactly.
+
+        Only the structure must match: options (`learning_rate`, `adam_beta1`, ...) stay this controller's,
+        so states saved before `LATER_OPTIONS` existed restore too.
 
         Raises:
             ValueError: the saved controller has a different structure

@@ -45,7 +45,7 @@ from keras_tuner.engine import trial as trial_module
 from nasnet_keras import genotypes
 from nasnet_keras.search import space as space_lib
 from nasnet_keras.search.checks import check_positive, check_seed
-from nasnet_keras.search.controller import PAPER_DEFAULTS, PPOController
+from nasnet_keras.search.controller import LATER_OPTIONS, PAPER_DEFAULTS, PPOController
 from nasnet_keras.search.fault_tolerance import REPORT_HP, FaultTolerantOracle
 
 __all__ = ["CHILD_CONFIG_HP", "NASNetRLOracle", "RandomCellOracle", "default_objective"]
@@ -366,7 +366,7 @@ class NASNetRLOracle(_CellSearchOracle):
                 "fed_cursor": self._fed_cursor, "failed_reward": self.failed_reward, "stats": dict(self.stats)}
 
     def _restore_extra_checks(self, extra):
-        saved = extra["controller"]["config"]
+        saved = dict(LATER_OPTIONS, **extra["controller"]["config"])  # older states lack the later options
         mine = self.controller.config()
         if saved["units"] != mine["units"] or saved["embedding_dim"] != mine["embedding_dim"]:
             raise ValueError(f"Cannot resume the project in {self._project_dir}: its controller has "
