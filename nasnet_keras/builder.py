@@ -96,6 +96,15 @@ def _build_cell(spec: CellSpec, cell: gt.Cell, prev, prev_prev, prev_level, prev
     return keras.layers.Concatenate(name=f"{name}_concat")(outputs) if len(outputs) > 1 else outputs[0]
 
 
+def stem_layers(stem: str, stem_filters: int, bn: dict):
+    """The stem's conv and BatchNorm layers: a 3x3 conv (stride 2 VALID for ``"imagenet"``, stride 1 SAME for
+    ``"cifar"``), no bias, then BN (`bn`: ``bn_momentum``, ``bn_epsilon``)."""
+    strides, padding = (2, "valid") if stem == "imagenet" else (1, "same")
+    conv = keras.layers.Conv2D(stem_filters, 3, strides=strides, padding=padding, use_bias=False,
+                               kernel_initializer="he_normal", name="stem_conv1")
+    return conv, FusedBatchNormalization(momentum=bn["bn_momentum"], epsilon=bn["bn_epsilon"], name="stem_bn1")
+
+
 def _check_input_shape(input_shape, weights):
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (height, width, channels); got {input_shape}.")
@@ -254,13 +263,8 @@ def NASNet(
     if drop_path_keep_prob < 1.0:
         drop_path = dict(keep_prob=drop_path_keep_prob, total_cells=len(plan), total_steps=total_training_steps)
 
-    if stem == "imagenet":
-        x = keras.layers.Conv2D(stem_filters, 3, strides=2, padding="valid", use_bias=False,
-                                kernel_initializer="he_normal", name="stem_conv1")(inputs)
-    else:
-        x = keras.layers.Conv2D(stem_filters, 3, padding="same", use_bias=False,
-                                kernel_initializer="he_normal", name="stem_conv1")(inputs)
-    x = FusedBatchNormalization(momentum=bn["bn_momentum"], epsilon=bn["bn_epsilon"], name="stem_bn1")(x)
+    stem_conv, stem_bn = stem_layers(stem, stem_filters, bn)
+    x = stem_bn(stem_conv(inputs))
 
     outputs, levels = [x], [0]
     aux = None

@@ -21,6 +21,11 @@ search flags; any flag given explicitly overrides its preset value.
 Both use SGD momentum 0.9, one cosine period and L2 weight decay 5e-4
 (TF-slim convention) -- see `nasnet_keras.search.child`.
 
+Search space: ``--num_blocks``, ``--ops`` and ``--combines`` (comma-separated
+names from `nasnet_keras.genotypes.OPS` / ``COMBINES``; default all 13 ops and
+both combines), e.g. ENAS' 5-op add-only space: ``--combines=add
+--ops=sep_conv_3x3,sep_conv_5x5,avg_pool_3x3,max_pool_3x3,identity``.
+
 Outputs go to ``<--directory>/<--project_name>`` (project name defaults to
 the oracle name, so ``rl`` and ``random`` runs share ``--directory`` and
 ``rewards.png`` plots both; with more than one project the run also writes
@@ -70,7 +75,29 @@ DEFAULT_PRESET = "quick"
 FULL_SCALE = dict(num_cells=6, filters=32)
 # Same names as nasnet_keras.search.tuner.DISTRIBUTIONS (kept here so --help needs no TensorFlow import).
 DISTRIBUTIONS = ("auto", "mirrored", "default", "one_device")
-ORACLES = ("rl", "random")
+#: Oracles of the weight-sharing search (nasnet_keras.search.weight_sharing); their defaults come from its PRESETS.
+WEIGHT_SHARING_ORACLES = ("enas", "enas_random")
+ORACLES = ("rl", "random") + WEIGHT_SHARING_ORACLES
+#: Flags only the weight-sharing oracles read: name -> (type, help). Defaults: its presets.
+_WEIGHT_SHARING_FLAGS = {
+    "min_learning_rate": (float, "End of each cosine period of the shared network's learning rate."),
+    "restart_epochs": (int, "Epochs of the first cosine period (>= --epochs: one period)."),
+    "restart_multiplier": (float, "Length factor of each next cosine period."),
+    "momentum": (float, "Nesterov momentum of the shared network."),
+    "grad_clip_norm": (float, "Global-norm clip of the shared network's gradients."),
+    "controller_every": (int, "Epochs between controller phases."),
+    "controller_steps": (int, "Controller updates per controller phase (each of --controller_batch_size rewards)."),
+    "reward_batch_size": (int, "Images of the reward minibatch that scores one architecture."),
+    "controller_units": (int, "LSTM units of the controller."),
+    "controller_learning_rate": (float, "Adam learning rate of the controller."),
+    "controller_entropy_weight": (float, "Entropy bonus weight of the controller's loss."),
+    "controller_baseline_decay": (float, "Decay of the controller's reward baseline."),
+    "controller_tanh_constant": (float, "c of the logit squashing c * tanh(logits); 0 turns it off."),
+    "controller_op_tanh_reduce": (float, "Op decisions use --controller_tanh_constant divided by this."),
+    "controller_adam_beta1": (float, "Adam beta1 of the controller."),
+    "controller_ppo_epochs": (int, "Policy-gradient steps per controller batch (1: REINFORCE, >1: PPO)."),
+    "final_architectures": (int, "Distinct architectures sampled at the end and scored on the whole reward set."),
+}
 
 
 def _preset_help(name: str) -> str:
@@ -85,7 +112,8 @@ flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory (defau
 flags.DEFINE_bool("download", False, "Let tensorflow-datasets download a dataset that is not prepared.")
 flags.DEFINE_integer("max_train_examples", None, "Use only the first this-many training examples.",
                      lower_bound=1)
-flags.DEFINE_enum("oracle", "rl", list(ORACLES), "rl: the paper's PPO controller; random: uniform sampling.")
+flags.DEFINE_enum("oracle", "rl", list(ORACLES), "rl: the paper's PPO controller; random: uniform sampling; "
+                  "enas / enas_random: the same two over one weight-sharing network (ENAS), minutes not days.")
 flags.DEFINE_integer("max_trials", None, f"Child networks to train. Preset: {_preset_help('max_trials')}.",
                      lower_bound=1)
 flags.DEFINE_integer("epochs", None, f"Training epochs per child. Preset: {_preset_help('epochs')}.",
@@ -96,6 +124,11 @@ flags.DEFINE_integer("filters", None, f"F, filters of the first stack. Preset: {
                      lower_bound=1)
 flags.DEFINE_integer("num_blocks", None, f"B, blocks per cell. Preset: {_preset_help('num_blocks')}.",
                      lower_bound=1)
+flags.DEFINE_list("ops", None, "Operations a block may pick: comma-separated names from nasnet_keras.genotypes.OPS "
+                  "(default: all 13 of the paper). The order is the controller's class order, part of the "
+                  "search space a resume must repeat.")
+flags.DEFINE_list("combines", None, "Ways a block may combine its two ops: comma-separated from add,concat "
+                  "(default: both).")
 flags.DEFINE_integer("batch_size", None, f"Child batch size. Preset: {_preset_help('batch_size')}.",
                      lower_bound=1)
 flags.DEFINE_float("learning_rate", None, "Initial child learning rate (cosine decay to 0). "
@@ -107,6 +140,10 @@ flags.DEFINE_integer("controller_batch_size", None, "Rewards per PPO update of t
 flags.DEFINE_integer("local_workers", None, "Children trained at once on this machine: with N > 1 this process "
                      "becomes the chief of N local worker processes (Keras Tuner's distributed mode on 127.0.0.1; "
                      f"logs in --directory). Preset: {_preset_help('local_workers')}.", lower_bound=1)
+for _name, (_kind, _help) in _WEIGHT_SHARING_FLAGS.items():
+    (flags.DEFINE_integer if _kind is int else flags.DEFINE_float)(
+        _name, None, f"--oracle=enas / enas_random only: {_help} Default: the preset's (see "
+        "nasnet_keras.search.weight_sharing.config).")
 flags.DEFINE_integer("max_consecutive_failed_trials", 3, "Stop after this many failed children in a row.",
                      lower_bound=1)
 flags.DEFINE_integer("max_retries_per_trial", 1, "Re-runs of a child whose process hung or crashed before its trial "
@@ -146,9 +183,16 @@ def resolve_settings(flag_values=FLAGS) -> Dict[str, Any]:
         ``distribution``, ``data_dir``, ``download``, ``max_train_examples``,
         ``max_consecutive_failed_trials``, ``max_retries_per_trial``,
         ``trials_per_worker``, ``verbose``, ``worker_timeout``,
-        ``trial_timeout``, ``chief_timeout``.
+        ``trial_timeout``, ``chief_timeout``, and ``ops`` / ``combines``
+        (tuples of names, or None for `SearchSpace`'s defaults).
     """
     settings = dict(PRESETS[flag_values.preset])
+    if flag_values.oracle in WEIGHT_SHARING_ORACLES:
+        from nasnet_keras.search.weight_sharing.config import PRESETS as WEIGHT_SHARING_PRESETS
+
+        settings.update(WEIGHT_SHARING_PRESETS[flag_values.preset])
+        for name in ("max_trials", "local_workers"):
+            settings.pop(name, None)
     for name in settings:
         value = flag_values[name].value
         if value is not None:
@@ -157,6 +201,11 @@ def resolve_settings(flag_values=FLAGS) -> Dict[str, Any]:
                  "download", "max_train_examples", "max_consecutive_failed_trials", "max_retries_per_trial",
                  "trials_per_worker", "verbose", "worker_timeout", "trial_timeout", "chief_timeout"):
         settings[name] = flag_values[name].value
+    for name in ("ops", "combines"):
+        value = flag_values[name].value
+        settings[name] = tuple(value) if value is not None else settings.get(name)
+    if settings.get("controller_tanh_constant") == 0:
+        settings["controller_tanh_constant"] = None
     settings["project_name"] = flag_values.project_name or flag_values.oracle
     return settings
 
@@ -179,7 +228,7 @@ def worker_flags(settings: Dict[str, Any], directory: str) -> List[str]:
     out = [f"--directory={directory}"]
     for name, value in settings.items():
         if name not in skip and value is not None:
-            out.append(f"--{name}={value}")
+            out.append(f"--{name}={','.join(value) if isinstance(value, (list, tuple)) else value}")
     return out
 
 
@@ -189,7 +238,11 @@ def _build_tuner(s: Dict[str, Any]):
     from nasnet_keras.search.space import SearchSpace
     from nasnet_keras.search.tuner import CellSearchTuner
 
-    space = SearchSpace(num_blocks=s["num_blocks"])
+    choices = {k: s[k] for k in ("ops", "combines") if s.get(k) is not None}
+    try:
+        space = SearchSpace(num_blocks=s["num_blocks"], **choices)
+    except ValueError as err:  # named as the flags: "--ops holds unknown names [...]; choose from ..."
+        raise ValueError(str(err).replace("SearchSpace: ", "--", 1)) from None
     common = dict(max_trials=s["max_trials"], space=space, seed=s["seed"],
                   max_consecutive_failed_trials=s["max_consecutive_failed_trials"],
                   max_retries_per_trial=s["max_retries_per_trial"], worker_timeout=s["worker_timeout"])
@@ -207,6 +260,10 @@ def _build_tuner(s: Dict[str, Any]):
     return tuner
 
 
+def _space_note(s: Dict[str, Any]) -> str:
+    return "".join(f", {k} {','.join(s[k])}" for k in ("ops", "combines") if s.get(k) is not None)
+
+
 def run_search(settings: Dict[str, Any]) -> int:
     """Runs (or resumes) the search described by `resolve_settings`' dict; returns the exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -219,6 +276,10 @@ def run_search(settings: Dict[str, Any]) -> int:
     from nasnet_keras.search.tuner import TooManyFailedTrialsError
 
     s = settings
+    if s["oracle"] in WEIGHT_SHARING_ORACLES:
+        from nasnet_keras.search.weight_sharing.runner import run_weight_sharing
+
+        return run_weight_sharing(s, _error)
     if s["overwrite"] and is_distributed_worker():
         return _error("--overwrite on a distributed worker would delete the project it may share with the chief; "
                       "pass --overwrite to the chief only.")
@@ -227,7 +288,7 @@ def run_search(settings: Dict[str, Any]) -> int:
     local = s["local_workers"] if not (is_distributed_worker() or serves_workers()) else 1
     print(f"NASNet cell search ({s['preset']} preset): oracle {s['oracle']}, dataset {s['dataset']}, "
           f"{s['max_trials']} trials x {s['epochs']} epoch(s), N={s['num_cells']}, F={s['filters']}, "
-          f"B={s['num_blocks']}, batch {s['batch_size']}, lr {s['learning_rate']} -> {project_dir}"
+          f"B={s['num_blocks']}{_space_note(s)}, batch {s['batch_size']}, lr {s['learning_rate']} -> {project_dir}"
           + (f"; {local} children at once (local workers)" if local > 1 else ""), flush=True)
     workers = None
     try:
@@ -250,8 +311,8 @@ def run_search(settings: Dict[str, Any]) -> int:
         message = str(err)
         if message.startswith("Cannot resume"):
             message += (" On the command line: repeat the flags of the run that created the project (--preset, "
-                        "--dataset, --num_blocks, --epochs, ...), add --overwrite to start over, or pick another "
-                        "--project_name.")
+                        "--dataset, --num_blocks, --ops, --epochs, ...), add --overwrite to start over, or pick "
+                        "another --project_name.")
         return _error(message)
     except KeyboardInterrupt:
         print(f"\nInterrupted. Re-run the same command to resume the search in {project_dir}.",

@@ -85,6 +85,16 @@ def test_resume_with_a_different_space_is_refused_and_deletes_nothing(searched, 
     assert {p.name: p.stat().st_mtime_ns for p in project.iterdir()} == before
 
 
+def test_resume_with_different_ops_is_refused(searched, capsys):
+    cwd, result = searched
+    assert result.returncode == 0
+    code = run.cli(["nasnet-search"] + TINY_FLAGS + ["--ops=identity,max_pool_3x3", f"--directory={cwd / 'out'}"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "error: Cannot resume" in err and "ops: saved [" in err and "given ['identity', 'max_pool_3x3']" in err
+    assert "--ops" in err and "Traceback" not in err
+
+
 def test_resume_with_same_flags_continues_without_new_trials(searched, capsys):
     cwd, _ = searched
     code = run.cli(["nasnet-search"] + TINY_FLAGS + ["--seed=1", f"--directory={cwd / 'out'}", "--verbose=0"])
@@ -162,6 +172,67 @@ def test_quick_preset_and_flag_defaults():
     assert {k: settings[k] for k in quick} == quick
     assert quick["dataset"] == "digits" and quick["max_trials"] >= 10 and quick["epochs"] == 1
     assert settings["directory"] == "nasnet_search" and settings["distribution"] == "auto"
+
+
+ENAS_OPS = "sep_conv_3x3,sep_conv_5x5,avg_pool_3x3,max_pool_3x3,identity"
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--ops=sep_conv_3x3,conv_9x9", "--ops holds unknown names ['conv_9x9']; choose from identity, "),
+    ("--ops=identity,identity", "--ops lists a name twice"),
+    ("--ops=", "--ops must be a non-empty list"),
+    ("--combines=add,mul", "--combines holds unknown names ['mul']; choose from add, concat."),
+])
+def test_bad_search_space_flags_give_one_error_line(flag, message, capsys, tmp_path):
+    assert run.cli(["nasnet-search", flag, f"--directory={tmp_path}"]) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in err
+    if "unknown" in message:
+        from nasnet_keras import genotypes
+
+        allowed = genotypes.OPS if "--ops" in flag else genotypes.COMBINES
+        assert lines[0].endswith(", ".join(allowed) + ".")
+    assert not os.listdir(tmp_path)
+
+
+def test_search_space_flags_round_trip_through_worker_flags():
+    run.FLAGS.unparse_flags()
+    try:
+        run.FLAGS(["nasnet-search", f"--ops={ENAS_OPS}", "--combines=add"])
+        settings = run.resolve_settings()
+        assert settings["ops"] == tuple(ENAS_OPS.split(",")) and settings["combines"] == ("add",)
+        argv = run.worker_flags(settings, "workers")
+        assert f"--ops={ENAS_OPS}" in argv and "--combines=add" in argv
+        run.FLAGS.unparse_flags()
+        run.FLAGS(["nasnet-search"] + argv)
+        assert run.resolve_settings() == dict(settings, directory="workers")
+        run.FLAGS.unparse_flags()
+        run.FLAGS(["nasnet-search"])
+        defaults = run.resolve_settings()
+        assert defaults["ops"] is None and defaults["combines"] is None
+        assert not any(f.startswith(("--ops", "--combines")) for f in run.worker_flags(defaults, "workers"))
+    finally:
+        run.FLAGS.unparse_flags()
+
+
+def test_search_space_flags_reach_the_oracle_and_tuner(monkeypatch):
+    from nasnet_keras.search import tuner as tuner_lib
+    from nasnet_keras.search.space import SearchSpace
+
+    built = {}
+    monkeypatch.setattr(tuner_lib, "CellSearchTuner", lambda oracle, dataset, **kwargs: built.update(
+        oracle=oracle, **kwargs))
+    run.FLAGS.unparse_flags()
+    try:
+        run.FLAGS(["nasnet-search", f"--ops={ENAS_OPS}", "--combines=add", "--num_blocks=2"])
+        settings = run.resolve_settings()
+    finally:
+        run.FLAGS.unparse_flags()
+    run._build_tuner(settings)
+    enas = SearchSpace(num_blocks=2, ops=tuple(ENAS_OPS.split(",")), combines=("add",))
+    assert built["space"] == enas and built["oracle"].space == enas
+    assert built["oracle"].controller.num_choices[2:5] == (5, 5, 1)  # op0, op1, combine of the first block
 
 
 def test_all_children_failing_exits_with_the_reason(tmp_path):

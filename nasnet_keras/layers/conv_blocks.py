@@ -17,6 +17,12 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     or `center`/`scale` turned off. Under `tf.distribute` the moving
     statistics are averaged over replicas (aggregation "mean").
 
+    Attribute `update_moving_statistics` (default True, not part of the
+    config): False normalises with batch statistics in training mode
+    without updating the moving statistics, as the weight-sharing search's
+    shared network does (ENAS, Pham et al. 2018: shared ops are always
+    normalised with the statistics of the batch).
+
     Input `(batch, h, w, c)`; output: the same shape.
     """
 
@@ -27,6 +33,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         if kwargs.get("name") in ("moving_mean", "moving_variance") and "aggregation" not in kwargs:
             kwargs["aggregation"] = "mean"
         return super().add_weight(*args, **kwargs)
+
+    update_moving_statistics = True
 
     def _fusable(self, inputs, mask):
         return (keras.backend.backend() == "tensorflow" and mask is None and not self.renorm
@@ -42,6 +50,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             y, mean, var, _, _, _ = tf.raw_ops.FusedBatchNormV3(
                 x=inputs, scale=self.gamma, offset=self.beta, mean=tf.zeros([0]), variance=tf.zeros([0]),
                 epsilon=self.epsilon, is_training=True)
+            if not self.update_moving_statistics:
+                return y
             count = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], "float32")
             var = var * ((count - 1.0) / count)   # the op returns the unbiased variance; Keras tracks the biased one
             self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
