@@ -14,7 +14,9 @@ Measures, in one process:
    time goes (process start + data, build, `model_cost`, tracing + first
    step, remaining steps, evaluation, saving, and everything outside the
    child: IPC, oracle, reports, Keras Tuner), from the phase times each child
-   records (`ChildTrainer.train`).
+   records (`ChildTrainer.train`);
+4. ``python -m search.run --oracle=enas`` (the quick weight-sharing preset) end
+   to end: wall time, architectures scored, seconds per epoch.
 Prints Markdown tables and the machine. ``--only quick`` runs one section.
 """
 
@@ -180,10 +182,36 @@ def quick_preset_breakdown(extra_flags=()):
     return wall, n, child, rows
 
 
+def weight_sharing_quick(oracle="enas"):
+    """Runs ``python -m search.run --oracle=<oracle>`` (quick preset) in a fresh directory.
+
+    Returns:
+        (wall seconds, architectures scored, per-epoch history rows, seconds of the final scoring).
+    """
+    import csv
+    import subprocess
+
+    root = os.path.dirname(_HERE)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "search.run", f"--oracle={oracle}", "--directory", tmp], cwd=tmp,
+                       env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wall = time.perf_counter() - start
+        project = os.path.join(tmp, oracle)
+        with open(os.path.join(project, "history.csv")) as f:
+            history = list(csv.DictReader(f))
+        with open(os.path.join(project, "trials.csv")) as f:
+            final = list(csv.DictReader(f))
+    scored = len(final) + sum(int(r["controller_rewards"]) for r in history)
+    scoring = sum(float(r["seconds"]) for r in final)
+    return wall, scored, history, scoring
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Cell-search benchmark")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and trials (smoke run)")
-    parser.add_argument("--only", choices=("controller", "memory", "quick"), help="run one section")
+    parser.add_argument("--only", choices=("controller", "memory", "quick", "enas"), help="run one section")
     args = parser.parse_args(argv)
     info = machine_info()
     repeats = 20 if args.quick else 100
@@ -207,6 +235,16 @@ def main(argv=None):
                   f"overlap x{child / wall:.2f}; the rest of the wall is CLI start, oracle, IPC, reports and Keras "
                   "Tuner)\n")
             print(markdown_table(["phase (per child)", "s per child", "share of child time"], rows) + "\n")
+    if args.only in (None, "enas"):
+        print("### `python -m search.run --oracle=enas` end to end (quick preset, weight sharing)\n")
+        wall, scored, history, scoring = weight_sharing_quick()
+        rows = [(r["epoch"], f"{float(r['train_seconds']):.1f}", f"{float(r['seconds']) - float(r['train_seconds']):.1f}",
+                 f"{float(r['accuracy']):.3f}", f"{float(r['controller_reward']):.3f}") for r in history]
+        print(f"{scored} architectures scored with the shared weights in {wall:.0f} s ({wall / 60:.2f} min; goal: "
+              f">= 500 in <= 10 min); final scoring of {scored - sum(int(r['controller_rewards']) for r in history)} "
+              f"architectures on the whole reward set: {scoring:.0f} s\n")
+        print(markdown_table(["epoch", "training s", "controller phase s", "training accuracy",
+                              "mean controller reward"], rows) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     python -m search.run                      # quick preset: digits, 12 tiny children, a few minutes on a CPU
     python -m search.run --preset=paper       # the paper's setup on CIFAR-10 (needs a prepared tfds cifar10)
     python -m search.run --oracle=random      # random-search baseline, same --directory: compared on one plot
+    python -m search.run --oracle=enas        # weight sharing (ENAS): one shared network, ~9 min on a CPU
     nasnet-search --max_trials=30 --epochs=2  # console script, same flags
 
 Presets (`PRESETS`, the one place their values live) give the defaults of the
@@ -25,6 +26,11 @@ Search space: ``--num_blocks``, ``--ops`` and ``--combines`` (comma-separated
 names from `nasnet_keras.genotypes.OPS` / ``COMBINES``; default all 13 ops and
 both combines), e.g. ENAS' 5-op add-only space: ``--combines=add
 --ops=sep_conv_3x3,sep_conv_5x5,avg_pool_3x3,max_pool_3x3,identity``.
+
+Weight sharing: ``--oracle=enas`` (the controller) and ``--oracle=enas_random``
+(uniform) train one network whose weights every sampled child shares
+(`nasnet_keras.search.weight_sharing`; its presets are in its ``config``
+module, and the flags marked "--oracle=enas / enas_random only" set them).
 
 Outputs go to ``<--directory>/<--project_name>`` (project name defaults to
 the oracle name, so ``rl`` and ``random`` runs share ``--directory`` and
@@ -113,7 +119,11 @@ flags.DEFINE_bool("download", False, "Let tensorflow-datasets download a dataset
 flags.DEFINE_integer("max_train_examples", None, "Use only the first this-many training examples.",
                      lower_bound=1)
 flags.DEFINE_enum("oracle", "rl", list(ORACLES), "rl: the paper's PPO controller; random: uniform sampling; "
-                  "enas / enas_random: the same two over one weight-sharing network (ENAS), minutes not days.")
+                  "enas / enas_random: the same two over one weight-sharing network (ENAS), minutes not days; "
+                  "with these two, --dataset, --epochs (of the shared network), --batch_size, --learning_rate, "
+                  "--weight_decay, --num_cells, --filters, --num_blocks, --ops, --combines and "
+                  "--controller_batch_size default to the weight-sharing presets "
+                  "(nasnet_keras.search.weight_sharing.config).")
 flags.DEFINE_integer("max_trials", None, f"Child networks to train. Preset: {_preset_help('max_trials')}.",
                      lower_bound=1)
 flags.DEFINE_integer("epochs", None, f"Training epochs per child. Preset: {_preset_help('epochs')}.",

@@ -1,6 +1,7 @@
 """Cell search (paper Sec. 3-4): the search space as Keras Tuner hyperparameters, the RL controller
 (LSTM + PPO) and a random baseline as Keras Tuner oracles, fault-tolerant chief / worker search,
-child training (`CellSearchTuner`) and live reports."""
+child training (`CellSearchTuner`) and live reports; weight-sharing search (ENAS) in
+`nasnet_keras.search.weight_sharing`."""
 
 from nasnet_keras.search import progress, reports
 from nasnet_keras.search.child import ChildTrainer, ChildTrainingFailed, resolve_distribution_strategy

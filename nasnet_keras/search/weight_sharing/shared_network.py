@@ -49,15 +49,19 @@ import tensorflow as tf
 
 from nasnet_keras import genotypes as gt
 from nasnet_keras.builder import CIFAR_BN, _plan_cells, stem_layers
-from nasnet_keras.layers import FactorizedReduction, FusedBatchNormalization, ReLUConvBN, make_op
+from nasnet_keras.layers import FusedBatchNormalization
 from nasnet_keras.search import space as space_lib
-from nasnet_keras.training.optimization import DECAYED_WEIGHTS
+from nasnet_keras.search.weight_sharing.shared_cell import SharedCell, l2_penalty
 
 __all__ = ["SharedNASNet", "check_shareable_space"]
 
 _FIELDS = len(space_lib.BLOCK_FIELDS)  # input0, input1, op0, op1, combine
 # Weights whose multiply-adds `model_cost` counts: conv, depthwise / pointwise and dense kernels.
 _MULT_ADD_WEIGHTS = ("kernel", "depthwise_kernel", "pointwise_kernel")
+
+
+def _positions(hw: Tuple[int, int]) -> int:
+    return int(hw[0]) * int(hw[1])
 
 
 def check_shareable_space(space: space_lib.SearchSpace) -> space_lib.SearchSpace:
@@ -70,100 +74,6 @@ def check_shareable_space(space: space_lib.SearchSpace) -> space_lib.SearchSpace
             f"combines={list(space.combines)}. A 'concat' block changes the width of every later state with the "
             "architecture, which one shared set of weights cannot hold exactly. Use --combines=add.")
     return space
-
-
-def _positions(hw: Tuple[int, int]) -> int:
-    return int(hw[0]) * int(hw[1])
-
-
-def _half(hw: Tuple[int, int]) -> Tuple[int, int]:
-    return (-(-hw[0] // 2), -(-hw[1] // 2))
-
-
-def _kernels(layer) -> list:
-    return [w for w in layer.trainable_weights if w.path.split("/")[-1] in DECAYED_WEIGHTS]
-
-
-class _SharedCell(keras.layers.Layer):
-    """One cell of `SharedNASNet` (all its candidate ops); built eagerly from static shapes."""
-
-    def __init__(self, spec, space, bn, prev, prev_prev, **kwargs):
-        # prev / prev_prev: dicts {"hw", "channels", "level", "filters" (None: stem), "is_stem"}.
-        super().__init__(name=f"cell_{spec.cell_id}", **kwargs)
-        self.spec, self.space, B, f = spec, space, space.num_blocks, spec.filters
-        self.num_ops = len(space.ops)
-        self.in_hw = prev["hw"]
-        self.out_hw = _half(self.in_hw) if spec.reduction else self.in_hw
-        self.op_of: Dict[str, str] = {}  # op layer name -> op name
-        self.meta: Dict[str, dict] = {}  # layer name -> {"layer", "in_hw", "out_hw"}
-        name = f"cell_{spec.cell_id}"
-        self.input_conv = self._add(ReLUConvBN(f, ((1, 1),), name=f"{name}_input", **bn), prev["channels"],
-                                    prev["hw"], prev["hw"])
-        # The second input, as builder._build_cell makes it.
-        self.pp_mode, self.pp_layer, self.pp_units = "same", None, None
-        p_channels = prev["channels"]
-        if prev_prev is not None:
-            if prev_prev["level"] < prev["level"]:
-                self.pp_mode = "factorized"
-                self.pp_layer = self._add(FactorizedReduction(f, name=f"{name}_prev", **bn), prev_prev["channels"],
-                                          prev_prev["hw"], prev["hw"])
-                p_channels = f
-            elif prev_prev["is_stem"]:
-                self.pp_mode = "passthrough" if prev_prev["channels"] == f else "conv"
-                p_channels = prev_prev["channels"]
-            else:
-                f_pp = prev_prev["filters"]
-                self.pp_mode = "conv"
-                if f % f_pp == 0 and 1 <= f // f_pp <= B:
-                    self.pp_mode, self.pp_units = "dynamic", f // f_pp  # passes through when U * f_pp == f
-            if self.pp_mode in ("conv", "dynamic"):
-                self.pp_layer = self._add(ReLUConvBN(f, ((1, 1),), name=f"{name}_prev", **bn),
-                                          prev_prev["channels"], prev_prev["hw"], prev["hw"])
-            p_channels = f
-        stride = 2 if spec.reduction else 1
-        signature = {0: (stride, f), 1: (stride, p_channels)}
-        for b in range(B):
-            signature[2 + b] = (1, f)
-        # groups[b] = [(member states, {side: [layer or None per op]})]; group_of / local_of index by state.
-        self.groups, self.group_of, self.local_of = [], [], []
-        for b in range(B):
-            keys = []
-            for s in range(2 + b):
-                if signature[s] not in keys:
-                    keys.append(signature[s])
-            groups = []
-            for key in keys:
-                members = [s for s in range(2 + b) if signature[s] == key]
-                tag = "" if len(keys) == 1 else "_from" + "_".join(str(m) for m in members)
-                hw = self.in_hw if members[0] < 2 else self.out_hw
-                per_side = {}
-                for side in (0, 1):
-                    per_side[side] = []
-                    for op in space.ops:
-                        layer = make_op(op, f, key[0], in_channels=key[1], bn=bn,
-                                        name=f"{name}_b{b}_{'left' if side == 0 else 'right'}_{op}{tag}")
-                        if layer is not None:
-                            self._add(layer, key[1], hw, self.out_hw)
-                            self.op_of[layer.name] = op
-                        per_side[side].append(layer)
-                groups.append((members, per_side))
-            self.groups.append(groups)
-            self.group_of.append([keys.index(signature[s]) for s in range(2 + b)])
-            self.local_of.append([groups[keys.index(signature[s])][0].index(s) for s in range(2 + b)])
-        self.built = True
-
-    def _add(self, layer, in_channels, in_hw, out_hw):
-        layer.build((None, *in_hw, in_channels))
-        self.meta[layer.name] = {"layer": layer, "in_hw": in_hw, "out_hw": out_hw, "in_channels": in_channels}
-        return layer
-
-
-
-def _l2(layer, weight_decay: float):
-    kernels = _kernels(layer)
-    if not weight_decay or not kernels:
-        return tf.constant(0.0)
-    return (weight_decay / 2.0) * tf.add_n([tf.reduce_sum(tf.square(w)) for w in kernels])
 
 
 class _Route(NamedTuple):
@@ -218,7 +128,7 @@ class SharedNASNet(keras.Model):
         self.cells = []
         for spec in self.plan:
             prev_prev = outputs[spec.prev_prev] if spec.prev_prev >= 0 else None
-            cell = _SharedCell(spec, space, bn, outputs[-1], prev_prev)
+            cell = SharedCell(spec, space, bn, outputs[-1], prev_prev)
             self.cells.append(cell)
             outputs.append(dict(hw=cell.out_hw, channels=B * spec.filters, level=outputs[-1]["level"] +
                                 int(spec.reduction), filters=spec.filters, is_stem=False))
@@ -244,17 +154,17 @@ class SharedNASNet(keras.Model):
         meta = next(c.meta[layer.name] for c in self.cells if layer.name in c.meta)
         spec = tf.TensorSpec([None, *meta["in_hw"], meta["in_channels"]], tf.float32)
         decay = self.weight_decay
-        return self._compiled(layer.name, lambda v: (layer(v, training=True), _l2(layer, decay)), spec)(x)
+        return self._compiled(layer.name, lambda v: (layer(v, training=True), l2_penalty(layer, decay)), spec)(x)
 
     def _stem(self, images):
         def fn(x):
-            return self.stem_bn(self.stem_conv(x), training=True), _l2(self.stem_conv, self.weight_decay)
+            return self.stem_bn(self.stem_conv(x), training=True), l2_penalty(self.stem_conv, self.weight_decay)
         return self._compiled("stem", fn, tf.TensorSpec([None, *self.image_shape], tf.float32))(images)
 
     def _head(self, features):
         def fn(x):
             pooled = tf.reduce_mean(tf.nn.relu(x), axis=[1, 2])
-            return self.predictions(pooled), _l2(self.predictions, self.weight_decay)
+            return self.predictions(pooled), l2_penalty(self.predictions, self.weight_decay)
         spec = tf.TensorSpec([None, *self.final_hw, self.final_channels], tf.float32)
         return self._compiled("head", fn, spec)(features)
 
