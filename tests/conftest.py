@@ -30,3 +30,14 @@ def _fresh_keras_session():
     keras.utils.clear_session()
     keras.utils.set_random_seed(1234)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Undoes os.environ changes of in-process CLI calls (`search.run` sets TF_ENABLE_ONEDNN_OPTS for its
+    children): a later test's subprocess must run TensorFlow with the settings this process started with, or
+    its float results differ from the in-process reference (seen as a resume test failing in one order only)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

@@ -105,7 +105,7 @@ def test_resume_with_same_flags_continues_without_new_trials(searched, capsys):
 
 @pytest.mark.parametrize("flag, message", [
     ("--max_trials=0", "--max_trials=0"),
-    ("--oracle=evolution", "value should be one of <rl|random>"),
+    ("--oracle=evolution", "value should be one of <rl|random|enas|enas_random>"),
     ("--learning_rate=-1", "--learning_rate must be > 0"),
     ("--distribution=tpu", "value should be one of <auto|mirrored|default|one_device>"),
     ("--preset=huge", "value should be one of <quick|paper>"),

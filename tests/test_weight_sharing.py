@@ -106,7 +106,7 @@ def test_a_concat_space_is_refused_with_the_fix():
 
 
 def test_the_controller_learns_a_synthetic_reward_on_the_shared_loop(tmp_path):
-    # ~50 s: 300 architectures scored through the real loop (each a shared-network forward pass) are what it
+    # ~40 s: 210 architectures scored through the real loop (each a shared-network forward pass) are what it
     # takes the controller to learn visibly; a shorter loop would test the controller, not its wiring.
     # Reward: the fraction of op decisions that pick sep_conv_3x3 (uniform sampling scores 1/5 on average).
     op_positions = [i for i, d in enumerate(decisions(SPACE)) if d.field in ("op0", "op1")]
@@ -118,15 +118,15 @@ def test_the_controller_learns_a_synthetic_reward_on_the_shared_loop(tmp_path):
     data = load_dataset("digits", batch_size=32, max_train_examples=32, seed=0, augment=False)
     # ENAS' tanh squashing (op logits within +-0.44) caps any op's probability at 0.375 of 5: off here, so that
     # learning shows; a larger controller learning rate than ENAS' for a short test.
-    config = WeightSharingConfig(num_cells=1, filters=4, epochs=4, batch_size=32, controller_steps=15,
+    config = WeightSharingConfig(num_cells=1, filters=4, epochs=3, batch_size=32, controller_steps=14,
                                  controller_batch_size=5, reward_batch_size=32, controller_learning_rate=0.01,
-                                 controller_tanh_constant=None, final_architectures=2, restart_epochs=4)
+                                 controller_tanh_constant=None, final_architectures=2, restart_epochs=3)
     search = WeightSharingSearch(data, SPACE, config, oracle="enas", project_dir=str(tmp_path), verbose=0,
                                  reward_fn=reward)
     history = search.run()["records"] and search.state["history"]
     first, last = history[0]["controller_reward"], history[-1]["controller_reward"]
     print("controller rewards per epoch", [round(h["controller_reward"], 3) for h in history])
-    assert first < 0.4 and last > 0.55, [h["controller_reward"] for h in history]
+    assert first < 0.4 and last > 0.5, [h["controller_reward"] for h in history]
 
 
 # ---------------------------------------------------------------------------------------------- the CLI
@@ -202,7 +202,7 @@ _MIRRORED = textwrap.dedent("""
     from nasnet_keras.search.weight_sharing.config import WeightSharingConfig
     from nasnet_keras.search.weight_sharing.shared_trainer import SharedTrainer
     space = SearchSpace(num_blocks=2, ops=("sep_conv_3x3", "identity", "max_pool_3x3"), combines=("add",))
-    data = load_dataset("digits", batch_size=32, max_train_examples=128, seed=0, augment=False)
+    data = load_dataset("digits", batch_size=32, max_train_examples=64, seed=0, augment=False)
     trainer = SharedTrainer(data, space, WeightSharingConfig(num_cells=1, filters=4, reward_batch_size=64),
                             strategy=strategy)
     rng = np.random.default_rng(0)
