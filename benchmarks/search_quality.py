@@ -117,7 +117,7 @@ def main(argv=None):
             if key in results["searches"]:
                 continue
             log = os.path.join(args.directory, f"{method}_seed{seed}.log")
-            project, seconds = _search(method, seed, args, budget, log)
+            project, seconds = _search(method, seed, args, None if method.startswith("enas") else budget, log)
             if method.startswith("enas") and seconds is not None and args.budget_s is None:
                 budget = seconds if budget is None else max(budget, seconds)
             with open(os.path.join(project, "best_genotype.json")) as f:

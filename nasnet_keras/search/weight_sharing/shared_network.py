@@ -55,7 +55,6 @@ from nasnet_keras.search.weight_sharing.shared_cell import SharedCell, l2_penalt
 
 __all__ = ["SharedNASNet", "check_shareable_space"]
 
-_FIELDS = len(space_lib.BLOCK_FIELDS)  # input0, input1, op0, op1, combine
 # Weights whose multiply-adds `model_cost` counts: conv, depthwise / pointwise and dense kernels.
 _MULT_ADD_WEIGHTS = ("kernel", "depthwise_kernel", "pointwise_kernel")
 
