@@ -165,7 +165,8 @@ def test_cli_search_is_killed_and_resumed_then_refuses_other_settings(tmp_path):
     history = (project / "history.csv").read_text().splitlines()[1:]
     assert [int(row.split(",")[0]) for row in history] == [1, 2, 3, 4]
     records = reports.read_trials_csv(str(project / reports.TRIALS_CSV))
-    assert len(records) == 4 and all(r.params > 0 and r.mult_adds > 0 and 0 <= r.reward <= 1 for r in records)
+    assert len(records) == 4 and all(r.params > 0 and r.mult_adds > 0 and r.reward is not None for r in records)
+    assert len({r.genotype for r in records}) == 4          # distinct samples
     best = Genotype.from_json((project / reports.BEST_GENOTYPE_JSON).read_text())
     assert best.normal.blocks == max(records, key=lambda r: r.reward).genotype.normal.blocks
     assert (project / reports.REWARDS_PNG).stat().st_size > 1000
@@ -217,8 +218,7 @@ _MIRRORED = textwrap.dedent("""
     same = all(np.array_equal(*[c.numpy() for c in strategy.experimental_local_results(v.value)])
                for v in trainer.model.weights)
     print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync, "same": same, "losses": losses,
-                                  "traces": max(trainer.tracing_counts.values()),
-                                  "score": trainer.reward_set_accuracy(arch)}))
+                                  "traces": max(trainer.tracing_counts.values())}))
 """)
 
 
@@ -231,5 +231,5 @@ def test_shared_training_under_mirrored_strategy_keeps_replicas_equal():
     assert lines, out.stdout[-3000:] + out.stderr[-3000:]
     result = json.loads(lines[-1][len("RESULT "):])
     assert result["replicas"] == 2 and result["same"], result
-    assert all(math.isfinite(l) for l in result["losses"]) and 0.0 <= result["score"] <= 1.0
+    assert all(math.isfinite(l) for l in result["losses"])
     assert result["traces"] <= 2, result             # once per replica at most, never per architecture

@@ -76,7 +76,7 @@ class UniformSampler:
         return None
 
     def get_state(self) -> Dict[str, Any]:
-        return {"rng": _jsonable(self.rng.bit_generator.state)}
+        return {"rng": self.rng.bit_generator.state}  # PCG64's state: plain ints, JSON-ready
 
     def set_state(self, state: Dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
@@ -91,10 +91,3 @@ def make_sampler(name: str, space: space_lib.SearchSpace, config: WeightSharingC
         raise ValueError(f"Unknown weight-sharing oracle {name!r}; choose one of {', '.join(SAMPLERS)}.")
     return SAMPLERS[name](space, config, seed)
 
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
