@@ -132,6 +132,10 @@ class SharedNASNet(keras.Model):
             outputs.append(dict(hw=cell.out_hw, channels=B * spec.filters, level=outputs[-1]["level"] +
                                 int(spec.reduction), filters=spec.filters, is_stem=False))
         self.final_hw, self.final_channels = outputs[-1]["hw"], outputs[-1]["channels"]
+        # Per layer name, over all cells: looked up for every op call of every step.
+        self._meta = {name: meta for cell in self.cells for name, meta in cell.meta.items()}
+        self._op_of = {name: op for cell in self.cells for name, op in cell.op_of.items()}
+        self._last_routes = None
         self.predictions = keras.layers.Dense(self.classes, activation="softmax", name="predictions")
         self.predictions.build((None, self.final_channels))
         for layer in self._flatten_layers(include_self=False, recursive=True):
@@ -150,7 +154,7 @@ class SharedNASNet(keras.Model):
         return self._functions[key]
 
     def _run_layer(self, layer, x):
-        meta = next(c.meta[layer.name] for c in self.cells if layer.name in c.meta)
+        meta = self._meta[layer.name]
         spec = tf.TensorSpec([None, *meta["in_hw"], meta["in_channels"]], tf.float32)
         decay = self.weight_decay
         return self._compiled(layer.name, lambda v: (layer(v, training=True), l2_penalty(layer, decay)), spec)(x)
@@ -230,7 +234,17 @@ class SharedNASNet(keras.Model):
 
     # ------------------------------------------------------------------ the chosen child
     def routes(self, architecture: Sequence[int]) -> List[_Route]:
-        """Per cell of the plan, what the child of ``architecture`` computes (a `_Route`)."""
+        """Per cell of the plan, what the child of ``architecture`` computes (a `_Route`).
+
+        The last result is kept: a training step asks twice (its variables, then the forward pass)."""
+        key = tuple(int(a) for a in architecture)
+        if self._last_routes is not None and self._last_routes[0] == key:
+            return self._last_routes[1]
+        routes = self._routes(key)
+        self._last_routes = (key, routes)
+        return routes
+
+    def _routes(self, architecture: Tuple[int, ...]) -> List[_Route]:
         genotype = self.genotype(architecture)
         kinds = [genotype.reduction if spec.reduction else genotype.normal for spec in self.plan]
         reads = [frozenset(i for block in kind.blocks for i in block.inputs) for kind in kinds]
@@ -293,7 +307,7 @@ class SharedNASNet(keras.Model):
 
     def genotype_op(self, layer) -> str:
         """The op name of a shared op layer."""
-        return next(c.op_of[layer.name] for c in self.cells if layer.name in c.op_of)
+        return self._op_of[layer.name]
 
     def copy_to_child(self, architecture: Sequence[int], child: keras.Model) -> None:
         """Copies the chosen weights into ``child``, a `NASNet(self.genotype(architecture), stem="cifar",
@@ -320,8 +334,7 @@ class SharedNASNet(keras.Model):
             elif layer is self.stem_conv or layer is self.stem_bn:
                 positions = image_positions
             else:
-                cell = next(c for c in self.cells if layer.name in c.meta)
-                meta = cell.meta[layer.name]
+                meta = self._meta[layer.name]
                 positions = _positions(meta["in_hw"] if getattr(layer, "subsample", False) else meta["out_hw"])
             for w in layer.weights:
                 size = int(np.prod(w.shape))
