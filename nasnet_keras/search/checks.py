@@ -11,7 +11,8 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["is_int", "check_positive", "check_probability", "check_seed", "check_optional_seconds"]
+__all__ = ["is_int", "check_positive", "check_probability", "check_seed", "check_optional_seconds",
+           "check_child_settings"]
 
 
 def is_int(value) -> bool:
@@ -60,3 +61,22 @@ def check_optional_seconds(name: str, value, none_means: str) -> Optional[float]
     if value is not None and (not _is_finite_number(value) or value <= 0):
         raise ValueError(f"{name} must be a positive number of seconds, or None to {none_means}; got {value!r}.")
     return None if value is None else float(value)
+
+
+def check_child_settings(*, epochs, num_cells, filters, learning_rate, momentum, weight_decay,
+                         drop_path_keep_prob, max_model_size=None, **positive_ints) -> None:
+    """Checks the child-training settings of a search (`CellSearchTuner`'s arguments of the same names).
+
+    ``positive_ints``: further ``name=value`` pairs that must be ints > 0.
+
+    Raises:
+        ValueError: the first bad value, named.
+    """
+    for name, value in dict(epochs=epochs, num_cells=num_cells, filters=filters, **positive_ints).items():
+        check_positive(name, value)
+    if max_model_size is not None:
+        check_positive("max_model_size", max_model_size)
+    check_positive("learning_rate", learning_rate, float)
+    check_positive("weight_decay", weight_decay, float, allow_zero=True)
+    check_probability("momentum", momentum, allow_zero=True, allow_one=False)
+    check_probability("drop_path_keep_prob", drop_path_keep_prob)

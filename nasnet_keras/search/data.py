@@ -34,7 +34,8 @@ import tensorflow as tf
 from nasnet_keras.search.checks import check_positive, check_seed, is_int
 from nasnet_keras.search.data_sources import (DEFAULT_HOLDOUT_FRACTION, DIGITS_HOLDOUT, IMAGE_EXTENSIONS,
                                               PAPER_DATASET, PAPER_HOLDOUT, DatasetNotPreparedError,
-                                              digits_source, directory_source, tfds_source)
+                                              digits_source, directory_source)
+from nasnet_keras.search.tfds_source import tfds_source
 from nasnet_keras.training.preprocessing import cifar_train, to_signed
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "DatasetNotPreparedError",
     "SearchData",
     "load_dataset",
+    "resolve_search_data",
 ]
 
 #: Dataset used when none is named: offline, real, small (see
@@ -56,6 +58,33 @@ DEFAULT_DATASET = "digits"
 _MAX_SHUFFLE_BUFFER = 16384
 
 ImageSize = Union[int, Tuple[int, int]]
+
+
+def resolve_search_data(data, data_options=None):
+    """The data a search trains children on, and how a child process can load it again.
+
+    Args:
+        data: a `SearchData`, a dataset name or directory for `load_dataset`,
+            or ``None`` (its default, ``"digits"``).
+        data_options: keyword arguments for `load_dataset` (only with a name or ``None``).
+
+    Returns:
+        ``(SearchData, load_dataset kwargs or None)`` (``None`` for a given `SearchData`).
+
+    Raises:
+        ValueError: ``data`` of another type, or ``data_options`` with a `SearchData`.
+    """
+    if isinstance(data, SearchData):
+        if data_options is not None:
+            raise ValueError("data_options only apply when data is a dataset name or None, not a SearchData.")
+        return data, None
+    if not (data is None or isinstance(data, (str, os.PathLike))):
+        raise ValueError(f"data must be a SearchData, a dataset name / directory, or None; "
+                         f"got {type(data).__name__}.")
+    kwargs = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in dict(data_options or {}).items()}
+    if data is not None:
+        kwargs["name_or_path"] = os.fspath(data)
+    return load_dataset(**kwargs), kwargs
 
 
 @dataclasses.dataclass(frozen=True)

@@ -67,8 +67,22 @@ from nasnet_keras.search.roles import serves_workers
 from nasnet_keras.search.trial_wire import (ATTEMPT_METRIC, REPORT_HP, TrialHeartbeat, attach_report, pop_report,
                                             trial_attempt, with_attempt)
 
-__all__ = ["ATTEMPT_METRIC", "REPORT_HP", "FaultTolerantOracle", "TrialHeartbeat", "attach_report", "pop_report",
-           "synchronized_safely", "trial_attempt", "with_attempt"]  # the wire names are re-exported from trial_wire
+# The wire names are re-exported from trial_wire.
+__all__ = ["ATTEMPT_METRIC", "REPORT_HP", "FaultTolerantOracle", "TooManyFailedTrialsError", "TrialHeartbeat",
+           "attach_report", "pop_report", "synchronized_safely", "trial_attempt", "with_attempt"]
+
+
+class TooManyFailedTrialsError(RuntimeError):
+    """The search stopped because too many child trials failed in a row (the oracle's ``stop_reason``).
+
+    Attributes:
+        reason: the oracle's stop reason (limit and last failure).
+    """
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
 
 _RUNNING = trial_module.TrialStatus.RUNNING
 _FAILED = trial_module.TrialStatus.FAILED

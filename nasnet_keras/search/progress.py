@@ -14,6 +14,7 @@ report files are written by `nasnet_keras.search.reports`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 import sys
@@ -25,7 +26,7 @@ from nasnet_keras import genotypes as gt
 if TYPE_CHECKING:  # imported lazily at run time: reports imports this module
     from nasnet_keras.search.reports import TrialRecord
 
-__all__ = ["ProgressPrinter", "failure_reason", "format_hms", "short_genotype"]
+__all__ = ["ProgressPrinter", "failure_reason", "format_hms", "keras_tuner_debug", "short_genotype"]
 
 # Two- or three-letter codes for `short_genotype`.
 _OP_CODES = {
@@ -148,3 +149,20 @@ class ProgressPrinter:
         self._ended_here += 1
         if self.enabled:
             self._print(self.format_line(record, ended, best))
+
+
+@contextlib.contextmanager
+def keras_tuner_debug(enabled: bool):
+    """Sets Keras Tuner's DEBUG flag (it prints every failed trial's traceback) for the ``with`` block."""
+    try:
+        from keras_tuner.src import config as _kt_config
+    except ImportError:  # pragma: no cover - other Keras Tuner layouts
+        _kt_config = None
+    saved = None if _kt_config is None else _kt_config.DEBUG
+    if _kt_config is not None:
+        _kt_config.DEBUG = bool(enabled)
+    try:
+        yield
+    finally:
+        if _kt_config is not None:
+            _kt_config.DEBUG = saved

@@ -27,22 +27,18 @@ import keras_tuner
 import tensorflow as tf
 from keras_tuner.engine import trial as trial_module
 
-try:  # Keras Tuner prints each failed trial's traceback when this DEBUG flag is set (its default).
-    from keras_tuner.src import config as _kt_config
-except ImportError:  # pragma: no cover - other Keras Tuner layouts
-    _kt_config = None
-
 from nasnet_keras import genotypes as gt
 from nasnet_keras.search import project, reports
 from nasnet_keras.search import space as space_lib
-from nasnet_keras.search.checks import check_optional_seconds, check_positive, check_probability, check_seed
+from nasnet_keras.search.checks import check_child_settings, check_optional_seconds, check_positive, check_seed
 from nasnet_keras.search.chief_rpc import serve_oracle, use_chief_client
 from nasnet_keras.search.child import (DISTRIBUTIONS, ChildTrainer, ChildTrainingFailed,
                                        resolve_distribution_strategy, strategy_kind)
 from nasnet_keras.search.child_process import ISOLATIONS, ChildProcess, choose_isolation, limit_parent_gpu_memory
-from nasnet_keras.search.data import SearchData, load_dataset
-from nasnet_keras.search.fault_tolerance import TrialHeartbeat, attach_report, trial_attempt, with_attempt
+from nasnet_keras.search.data import SearchData, resolve_search_data
+from nasnet_keras.search.fault_tolerance import TooManyFailedTrialsError, TrialHeartbeat, attach_report, trial_attempt, with_attempt
 from nasnet_keras.search.oracles import CHILD_CONFIG_HP
+from nasnet_keras.search.progress import keras_tuner_debug
 from nasnet_keras.search.report_writer import ReportWriter, SearchLog
 from nasnet_keras.search.roles import is_distributed_worker, serves_workers
 
@@ -51,18 +47,6 @@ __all__ = ["CellSearchTuner", "ChildTrainer", "ChildTrainingFailed", "DISTRIBUTI
 
 #: Most seconds between two heartbeats of a worker whose child makes progress.
 HEARTBEAT_SECONDS = 10.0
-
-
-class TooManyFailedTrialsError(RuntimeError):
-    """The search stopped because too many child trials failed in a row (the oracle's ``stop_reason``).
-
-    Attributes:
-        reason: the oracle's stop reason (limit and last failure).
-    """
-
-    def __init__(self, message: str, reason: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 class CellSearchTuner(keras_tuner.Tuner):
@@ -169,25 +153,14 @@ class CellSearchTuner(keras_tuner.Tuner):
         max_model_size: Optional[int] = None,
         **kwargs,
     ):
-        for name, value in (("epochs", epochs), ("num_cells", num_cells), ("filters", filters),
-                            ("trials_per_worker", trials_per_worker)):
-            check_positive(name, value)
-        if max_model_size is not None:
-            check_positive("max_model_size", max_model_size)
-        check_positive("learning_rate", learning_rate, float)
-        check_positive("weight_decay", weight_decay, float, allow_zero=True)
-        check_probability("momentum", momentum, allow_zero=True, allow_one=False)
-        check_probability("drop_path_keep_prob", drop_path_keep_prob)
+        check_child_settings(epochs=epochs, num_cells=num_cells, filters=filters, learning_rate=learning_rate,
+                             momentum=momentum, weight_decay=weight_decay, drop_path_keep_prob=drop_path_keep_prob,
+                             max_model_size=max_model_size, trials_per_worker=trials_per_worker)
         self.seed = check_seed("seed", seed)
         self.trial_timeout = check_optional_seconds("trial_timeout", trial_timeout, "wait forever")
         self.chief_timeout = check_positive("chief_timeout", chief_timeout, float)
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2; got {verbose!r}.")
-        if data_options is not None and isinstance(data, SearchData):
-            raise ValueError("data_options only apply when data is a dataset name or None, not a SearchData.")
-        if not (data is None or isinstance(data, (SearchData, str, os.PathLike))):
-            raise ValueError(f"data must be a SearchData, a dataset name / directory, or None; "
-                             f"got {type(data).__name__}.")
         if distribution_strategy is not None and not isinstance(distribution_strategy, tf.distribute.Strategy):
             strategy_kind(distribution_strategy, 0)  # checks the name
         space = space or getattr(oracle, "space", None) or space_lib.SearchSpace()
@@ -201,14 +174,7 @@ class CellSearchTuner(keras_tuner.Tuner):
         self.isolation = choose_isolation(isolation, blockers)
 
         # Load the data first: a bad dataset fails before any project file is touched.
-        if isinstance(data, SearchData):
-            self.data, self._data_kwargs = data, None
-        else:
-            self._data_kwargs = {k: os.fspath(v) if isinstance(v, os.PathLike) else v
-                                 for k, v in dict(data_options or {}).items()}
-            if data is not None:
-                self._data_kwargs["name_or_path"] = os.fspath(data)
-            self.data = load_dataset(**self._data_kwargs)
+        self.data, self._data_kwargs = resolve_search_data(data, data_options)
         if self.isolation == "process":
             limit_parent_gpu_memory()
             strategy = None  # the child process resolves the name itself
@@ -403,27 +369,15 @@ class CellSearchTuner(keras_tuner.Tuner):
         if callbacks and self.isolation == "process":
             raise ValueError("Extra Keras callbacks need isolation='none' (the child process cannot receive them).")
         self._callbacks = list(callbacks)
-        debug = _kt_config.DEBUG if _kt_config is not None else None
+        # Keras Tuner's own failure tracebacks stay off (the progress line gives the reason; trial.message
+        # keeps the traceback) unless verbose=2.
         try:
-            # Keras Tuner's own per-trial table and failure tracebacks stay off (the progress line gives the
-            # reason; trial.message keeps the traceback) unless verbose=2.
-            if _kt_config is not None:
-                _kt_config.DEBUG = self.verbose >= 2
-            if not is_distributed_worker():
-                self.search_log.printer.enabled = self.verbose > 0
-                self.search_log.start(self.oracle)
-            if serves_workers():
-                self.oracle.verbose = 0  # Keras Tuner's own table stays off, as below
-                self.save()
-                serve_oracle(self.oracle, abandon=abandon)  # Keras Tuner's servicer; exits within 1 s of the end
-            else:
-                super().search(verbose=0)
+            with keras_tuner_debug(self.verbose >= 2):
+                self._search_trials(abandon)
         except RuntimeError:  # a single process: the oracle raised Keras Tuner's failure limit (see below)
             if getattr(self.oracle, "stop_reason", None) is None:
                 raise
         finally:
-            if _kt_config is not None:
-                _kt_config.DEBUG = debug
             if self._child is not None:
                 self._child.close()
             self.search_log.close()
@@ -433,6 +387,17 @@ class CellSearchTuner(keras_tuner.Tuner):
             raise TooManyFailedTrialsError(
                 f"The search stopped: {reason}.{where} Fix the cause (learning rate, data, model size) and re-run "
                 "with --overwrite (or overwrite=True), or raise max_consecutive_failed_trials.", reason)
+
+    def _search_trials(self, abandon):
+        if not is_distributed_worker():
+            self.search_log.printer.enabled = self.verbose > 0
+            self.search_log.start(self.oracle)
+        if serves_workers():
+            self.oracle.verbose = 0  # Keras Tuner's own per-trial table stays off: the progress line replaces it
+            self.save()
+            serve_oracle(self.oracle, abandon=abandon)  # Keras Tuner's servicer; exits within 1 s of the end
+        else:
+            super().search(verbose=0)
 
     def reports(self):
         """Rewrites the project's reports from the oracle (a full rebuild) and returns the ended `TrialRecord`s."""

@@ -43,7 +43,8 @@ import tensorflow as tf
 
 from nasnet_keras.search.checks import check_positive, check_probability, check_seed
 from nasnet_keras.search.data_sources import (DIGITS_HOLDOUT, Source, _resolve_holdout, class_folder_files,
-                                              decode_image_file, digits_source, tfds_source)
+                                              decode_image_file, digits_source)
+from nasnet_keras.search.tfds_source import tfds_source
 from nasnet_keras.training import preprocessing as pre
 
 __all__ = ["PREPROCESSINGS", "VALIDATION_SPLITS", "VALIDATION_FOLDERS", "MAX_CACHE_BYTES", "TrainingData",
