@@ -85,6 +85,31 @@ def test_zero_weight_decay_adds_no_penalty():
     assert computed == pytest.approx(data_loss, abs=2e-5)
 
 
+def test_eager_score_matches_keras_evaluate_on_the_reward_set():
+    """`ChildTrainer.score` (eager, batches of 256) reports what `model.evaluate` does: top-1 accuracy
+    and cross-entropy plus the L2 penalty, over every reward image (297, so the last batch is partial)."""
+    trainer = _trainer(0.01)
+    model = trainer.build(GENOTYPE)
+    trainer.compile(model)
+    model.fit(trainer.data.train, epochs=1, verbose=0)   # BN statistics and weights away from their init
+    expected = model.evaluate(trainer.data.validation, verbose=0, return_dict=True)
+    ticks = []
+    got = trainer.score(model, clock=_Ticks(ticks))
+    assert trainer.data.num_val == 297 and ticks == [0, 1]
+    assert got["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-7)
+    assert got["loss"] == pytest.approx(expected["loss"], abs=1e-5)
+    assert sum(float(keras.ops.convert_to_numpy(l)) for l in model.losses) > 0.05   # the penalty is counted
+
+
+class _Ticks(keras.callbacks.Callback):
+    def __init__(self, ticks):
+        super().__init__()
+        self.ticks = ticks
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.ticks.append(batch)
+
+
 # Logical CPU devices must exist before TensorFlow initialises, hence a fresh interpreter. 128 digits
 # without augmentation, 4 epochs of 8 steps of 16 (8 per replica): these tiny children learn on the training
 # set within that, but their held-out accuracy still lags near chance (BatchNorm statistics), with or

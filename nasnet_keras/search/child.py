@@ -52,6 +52,8 @@ __all__ = ["ChildTrainer", "ChildTrainingFailed", "DISTRIBUTIONS", "ProgressCall
 DISTRIBUTIONS = ("auto", "mirrored", "default", "one_device")
 #: Least seconds between two progress calls of one phase.
 PROGRESS_INTERVAL_S = 0.5
+#: Images per batch when a child is scored on the reward set (`ChildTrainer.score`).
+SCORE_BATCH = 256
 
 
 class ChildTrainingFailed(keras_tuner.errors.FailedTrialError):
@@ -308,7 +310,7 @@ class ChildTrainer:
                 raise ChildTrainingFailed(
                     f"Child training diverged: the loss became {value} at epoch {epoch}, batch {batch}. "
                     "Try a lower learning rate, or check the data for NaN / inf values.", record)
-            val = model.evaluate(self.data.validation, verbose=0, return_dict=True, callbacks=[clock])
+            val = self.score(model, clock)
             if not math.isfinite(float(val["loss"])):
                 raise ChildTrainingFailed(
                     f"Child evaluation gave a non-finite validation loss ({val['loss']}); the trained weights "
@@ -327,6 +329,32 @@ class ChildTrainer:
             del model
             keras.backend.clear_session()
             gc.collect()
+
+    def score(self, model: keras.Model, clock: Optional[keras.callbacks.Callback] = None) -> Dict[str, float]:
+        """Loss and accuracy of ``model`` on the reward set, in inference mode, as `keras.Model.evaluate`
+        reports them (``loss``: mean cross-entropy plus the L2 penalty; ``accuracy``: top-1).
+
+        ``clock`` (default none): a callback told of the scoring as by `evaluate` (``on_test_begin``,
+        ``on_test_batch_end``, ``on_test_end``), e.g. the child's `ProgressCallback`.
+
+        Runs the model eagerly on batches of `SCORE_BATCH` images instead of tracing an evaluation graph:
+        a child is scored once, and tracing took longer than scoring eagerly (quick child, 297 images:
+        2.3 s for `evaluate`, 0.8 s eagerly).
+        """
+        clock = clock or keras.callbacks.Callback()
+        clock.on_test_begin()
+        count, correct, cross_entropy = 0, 0, 0.0
+        for step, (images, labels) in enumerate(self.data.validation.unbatch().batch(SCORE_BATCH)):
+            probabilities = model(images, training=False)
+            labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+            cross_entropy += float(tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(labels, probabilities)))
+            predicted = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+            correct += int(tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.int32)))
+            count += int(labels.shape[0])
+            clock.on_test_batch_end(step)
+        clock.on_test_end()
+        penalty = float(tf.add_n(model.losses)) if model.losses else 0.0
+        return {"loss": cross_entropy / max(count, 1) + penalty, "accuracy": correct / max(count, 1)}
 
     @staticmethod
     def _keep_if_best(model, metrics, keep_best) -> bool:
