@@ -92,8 +92,22 @@ def _build_cell(spec: CellSpec, cell: gt.Cell, prev, prev_prev, prev_level, prev
             results.append(y)
         merge = keras.layers.Add if block.combine == "add" else keras.layers.Concatenate
         states.append(merge(name=f"{name}_b{b}_{block.combine}")(results))
-    outputs = [states[s] for s in cell.output_states]
+    outputs = [_output_state(states[s], s, spec, name, bn) for s in cell.output_states]
     return keras.layers.Concatenate(name=f"{name}_concat")(outputs) if len(outputs) > 1 else outputs[0]
+
+
+def _output_state(x, state, spec, name, bn):
+    """A state as it enters the cell's output concat. Block outputs (state >= 2) as they are; a cell input
+    (only explicit `concat` lists hold one) is brought to `filters` channels at the output's resolution
+    without a ReLU first: a 1x1 conv + BN where its width differs (the first CIFAR cell outputs the stem),
+    a factorized reduction in a reduction cell (TF-slim nasnet_utils.py `_combine_unused_states`)."""
+    if state >= 2:
+        return x
+    if spec.reduction:
+        return FactorizedReduction(spec.filters, relu=False, name=f"{name}_concat_state_{state}", **bn)(x)
+    if x.shape[-1] != spec.filters:
+        return ReLUConvBN(spec.filters, ((1, 1),), relu=False, name=f"{name}_concat_state_{state}", **bn)(x)
+    return x
 
 
 def stem_layers(stem: str, stem_filters: int, bn: dict):

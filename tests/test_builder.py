@@ -137,3 +137,61 @@ def test_input_tensor():
     model = NASNet(NASNET_A, num_cells=1, filters=8, stem="cifar", input_tensor=inp, include_top=False,
                    pooling="avg")
     assert model.inputs[0] is inp and model.output.shape == (None, 6 * 4 * 8)
+
+
+# ----------------------------------------------------------------------------- TF-slim fidelity
+def test_cifar_first_cell_reduces_the_stem_output_before_its_concat():
+    """TF-slim (nasnet_utils.py `_combine_unused_states`): the first CIFAR cell's second input is the stem
+    output (3F wide); NASNet-A's normal cell outputs that input, so slim brings it to F channels with a
+    1x1 conv + BN (no ReLU) before the concat: 6 x F, not 3F + 5F."""
+    from nasnet_keras.applications import NASNetCIFAR
+    from nasnet_keras.layers import ReLUConvBN
+
+    model = NASNetCIFAR(num_cells=2)                       # F = 32, stem 96
+    assert model.get_layer("stem_bn1").output.shape[-1] == 96
+    assert model.get_layer("cell_0_concat").output.shape[-1] == 192   # 256 before the fix
+    reduce = model.get_layer("cell_0_concat_state_1")
+    assert isinstance(reduce, ReLUConvBN) and reduce.relu is None and reduce.filters == 32
+    assert reduce.convs[0].kernel.shape == (1, 1, 96, 32)
+    # Later cells read F-wide inputs: nothing to reduce.
+    assert not [layer.name for layer in model.layers if layer.name.startswith("cell_1_concat_state")]
+
+
+def test_strided_identity_is_relu_then_strided_1x1_conv_then_bn():
+    """TF-slim `_apply_conv_operation` ('none' with stride 2): ReLU -> 1x1 conv stride 2 -> BN."""
+    from nasnet_keras.genotypes import Genotype
+
+    g = Genotype.from_dict({"normal": [[0, "identity", 1, "identity", "add"]],
+                            "reduction": [[0, "identity", 1, "max_pool_3x3", "add"]]})
+    model = NASNet(g, num_cells=1, filters=8, stem="cifar", input_shape=(32, 32, 3), include_top=False)
+    layer = model.get_layer("cell_reduce_1_b0_left_identity")
+    x = np.random.default_rng(0).normal(size=(2, 9, 9, 5)).astype("float32")
+    sub = type(layer).from_config(dict(layer.get_config(), name="probe"))
+    y = keras.ops.convert_to_numpy(sub(x, training=False))
+    kernel = keras.ops.convert_to_numpy(sub.convs[0].kernel)[0, 0]           # (5, 16): 2F after the reduction
+    expected = np.maximum(x, 0)[:, ::2, ::2, :] @ kernel / np.sqrt(1.0 + sub.bn.epsilon)   # fresh BN
+    assert y.shape == (2, 5, 5, 16) and sub.strides == 2
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_reduction_cell_outputting_an_input_reduces_it_without_relu():
+    """An input state in a reduction cell's explicit concat is at the input resolution: slim reduces it with
+    a factorized reduction (no ReLU) to the output's size and F channels."""
+    from nasnet_keras.genotypes import Genotype
+    from nasnet_keras.layers import FactorizedReduction
+
+    g = Genotype.from_dict({"normal": [[0, "sep_conv_3x3", 1, "identity", "add"]],
+                            "reduction": {"blocks": [[0, "max_pool_3x3", 1, "sep_conv_3x3", "add"]],
+                                          "concat": [0, 2]}})
+    model = NASNet(g, num_cells=1, filters=8, stem="cifar", input_shape=(32, 32, 3), include_top=False)
+    reduce = model.get_layer("cell_reduce_1_concat_state_0")
+    assert isinstance(reduce, FactorizedReduction) and reduce.relu is None
+    assert model.get_layer("cell_reduce_1_concat").output.shape[1:] == (16, 16, 2 * 16)
+    x = np.random.default_rng(1).normal(size=(1, 6, 6, 4)).astype("float32")
+    with_relu = FactorizedReduction(8, name="with_relu")
+    without = FactorizedReduction(8, relu=False, name="without")
+    with_relu.build(x.shape), without.build(x.shape)
+    without.set_weights(with_relu.get_weights())
+    a, b = (keras.ops.convert_to_numpy(layer(x, training=False)) for layer in (with_relu, without))
+    assert not np.allclose(a, b)                     # negative inputs pass without the ReLU
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(with_relu(np.maximum(x, 0), training=False)), a, atol=1e-6)

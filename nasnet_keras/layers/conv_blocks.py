@@ -105,19 +105,24 @@ class ReLUConvBN(_Composite):
         strides: 1 or 2 (default 1).
         dilation_rate: dilation of every conv (default 1).
         bn_momentum, bn_epsilon: BatchNorm settings (ImageNet defaults).
+        relu: start with the ReLU (default True); False gives conv -> BN,
+            TF-slim's stride-1 ``factorized_reduction`` (``path_conv``,
+            ``path_bn``) that matches an unused cell input's width to the
+            cell output (nasnet_utils.py ``_combine_unused_states``).
 
     Input shape `(batch, h, w, c)`; output `(batch, ceil(h/s), ceil(w/s), filters)`.
     """
 
     def __init__(self, filters, kernel_sizes=((1, 1),), strides=1, dilation_rate=1, bn_momentum=0.9997,
-                 bn_epsilon=1e-3, **kwargs):
+                 bn_epsilon=1e-3, relu=True, **kwargs):
         super().__init__(**kwargs)
+        self.use_relu = bool(relu)
         self.filters = int(filters)
         self.kernel_sizes = tuple(tuple(k) for k in kernel_sizes)
         self.strides = int(strides)
         self.dilation_rate = int(dilation_rate)
         self.bn_momentum, self.bn_epsilon = bn_momentum, bn_epsilon
-        self.relu = keras.layers.ReLU(name="relu")
+        self.relu = keras.layers.ReLU(name="relu") if self.use_relu else None
         self.subsample = self.dilation_rate > 1 and self.strides > 1
         conv_stride = 1 if self.subsample else self.strides
         self.convs = [
@@ -137,7 +142,7 @@ class ReLUConvBN(_Composite):
         return shape
 
     def call(self, inputs, training=None):
-        x = self.relu(inputs)
+        x = self.relu(inputs) if self.relu is not None else inputs
         for conv in self.convs:
             x = conv(x)
         if self.subsample:
@@ -147,7 +152,8 @@ class ReLUConvBN(_Composite):
     def get_config(self):
         config = super().get_config()
         config.update(filters=self.filters, kernel_sizes=self.kernel_sizes, strides=self.strides,
-                      dilation_rate=self.dilation_rate, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+                      dilation_rate=self.dilation_rate, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
+                      relu=self.use_relu)
         return config
 
 
@@ -211,16 +217,20 @@ class FactorizedReduction(keras.layers.Layer):
         filters: output channels (`filters // 2` from the first path, the
             rest from the second).
         bn_momentum, bn_epsilon: BatchNorm settings.
+        relu: start with the ReLU (default True, as slim's
+            ``_reduce_prev_layer``); False for an unused cell input reduced
+            into the cell output (slim ``_combine_unused_states``).
 
     Input `(batch, h, w, c)`; output `(batch, ceil(h/2), ceil(w/2), filters)`.
     """
 
-    def __init__(self, filters, bn_momentum=0.9997, bn_epsilon=1e-3, **kwargs):
+    def __init__(self, filters, bn_momentum=0.9997, bn_epsilon=1e-3, relu=True, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.bn_momentum, self.bn_epsilon = bn_momentum, bn_epsilon
+        self.use_relu = bool(relu)
         half = self.filters // 2
-        self.relu = keras.layers.ReLU(name="relu")
+        self.relu = keras.layers.ReLU(name="relu") if self.use_relu else None
         self.conv_1 = keras.layers.Conv2D(half, 1, strides=2, use_bias=False, kernel_initializer="he_normal",
                                           name="conv_1")
         self.conv_2 = keras.layers.Conv2D(self.filters - half, 1, strides=2, use_bias=False,
@@ -236,12 +246,13 @@ class FactorizedReduction(keras.layers.Layer):
         return (input_shape[0], *[None if d is None else -(-d // 2) for d in input_shape[1:3]], self.filters)
 
     def call(self, inputs, training=None):
-        x = self.relu(inputs)
+        x = self.relu(inputs) if self.relu is not None else inputs
         shifted = ops.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))[:, 1:, 1:, :]
         x = ops.concatenate([self.conv_1(x), self.conv_2(shifted)], axis=-1)
         return self.bn(x, training=training)
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+        config.update(filters=self.filters, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
+                      relu=self.use_relu)
         return config

@@ -7,17 +7,15 @@ two ops can be added. The names are `nasnet_keras.genotypes.OPS`.
 """
 
 from nasnet_keras import genotypes
-from nasnet_keras.layers.conv_blocks import FactorizedReduction, ReLUConvBN, SeparableConvBlock
+from nasnet_keras.layers.conv_blocks import ReLUConvBN, SeparableConvBlock
 from nasnet_keras.layers.pooling import CellPooling
 
 
 def _identity(filters, strides, in_channels, bn, name):
-    # Appendix A: a strided identity becomes a factorized reduction; a channel
-    # mismatch gets a 1x1 ReLU-conv-BN.
-    if strides > 1:
-        return FactorizedReduction(filters, name=name, **bn)
-    if in_channels != filters:
-        return ReLUConvBN(filters, ((1, 1),), name=name, **bn)
+    # TF-slim nasnet_utils.py `_apply_conv_operation` ('none'): a strided identity or one whose input width
+    # differs from `filters` is ReLU -> 1x1 conv (with the stride) -> BN.
+    if strides > 1 or in_channels != filters:
+        return ReLUConvBN(filters, ((1, 1),), strides=strides, name=name, **bn)
     return None
 
 
