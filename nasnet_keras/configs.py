@@ -17,15 +17,16 @@ class NASNetConfig:
     drop_path_keep_prob: float     # slim's final keep prob for training from scratch
     total_training_steps: Optional[int]
     aux_head: bool
+    dropout: float                 # rate before the classifier (slim: 1 - dense_dropout_keep_prob)
 
 
 CONFIGS = {
     # Paper Table 2 / slim mobile_imagenet_config: NASNet-A 4 @ 1056.
-    "mobile": NASNetConfig(4, 1056, "imagenet", 32, False, 224, 1.0, 250_000, True),
+    "mobile": NASNetConfig(4, 1056, "imagenet", 32, False, 224, 1.0, 250_000, True, 0.5),
     # Paper Table 2 / slim large_imagenet_config: NASNet-A 6 @ 4032.
-    "large": NASNetConfig(6, 4032, "imagenet", 96, True, 331, 0.7, 250_000, True),
+    "large": NASNetConfig(6, 4032, "imagenet", 96, True, 331, 0.7, 250_000, True, 0.5),
     # Paper Table 1 / slim cifar_config: NASNet-A 6 @ 768 (3.3M params).
-    "cifar": NASNetConfig(6, 768, "cifar", 96, False, 32, 0.6, 937_500, True),
+    "cifar": NASNetConfig(6, 768, "cifar", 96, False, 32, 0.6, 937_500, True, 0.0),
     # Paper Table 1: NASNet-A 7 @ 2304 (27.6M params).
-    "cifar_large": NASNetConfig(7, 2304, "cifar", 288, False, 32, 0.6, 937_500, True),
+    "cifar_large": NASNetConfig(7, 2304, "cifar", 288, False, 32, 0.6, 937_500, True, 0.0),
 }

@@ -142,6 +142,24 @@ def test_mobile_parity_over_http(include_top, published_mobile, mirror, monkeypa
         assert _numpy(free(np.zeros((1, 32, 47, 3), "float32"), training=False)).shape == (1, 1056)
 
 
+def test_slim_training_settings_on_the_published_weights(published_mobile, mirror):
+    """dropout / aux_head / drop path (TF-slim's from-scratch settings) are keyword arguments; the default
+    is keras.applications' model. With them, the published weights still load and inference is unchanged."""
+    served, url, publish = mirror
+    publish(published_mobile, True)
+    plain = NASNetMobile(weights=None)
+    assert len(plain.outputs) == 1 and not [layer for layer in plain.layers if "dropout" in layer.name]
+    trained = NASNetMobile(weights="imagenet", weights_base_url=url, dropout=0.5, aux_head=True,
+                           drop_path_keep_prob=0.7, total_training_steps=250_000)
+    assert trained.get_layer("dropout").rate == 0.5
+    assert [o.shape for o in trained.outputs] == [(None, 1000), (None, 1000)]
+    assert trained.get_layer("aux_predictions").count_params() > 0
+    assert [layer for layer in trained.layers if "drop_path" in layer.name]
+    main, aux = (_numpy(o) for o in trained(published_mobile.x, training=False))
+    assert np.max(np.abs(main - published_mobile.file(True)[2])) <= 1e-4
+    assert aux.shape == main.shape
+
+
 @pytest.mark.slow
 def test_large_parity_over_http(published_large, mirror, monkeypatch):
     # The proof that the published NASNetLarge files load (88.9M weights, skip_reduction, stem of 96): one

@@ -9,7 +9,7 @@ from nasnet_keras.configs import CONFIGS
 
 def _imagenet_model(preset, input_shape, include_top, weights, input_tensor, pooling, classes,
                     classifier_activation, name, drop_path_keep_prob, total_training_steps, weights_base_url,
-                    bn_momentum):
+                    bn_momentum, dropout, aux_head):
     config = CONFIGS[preset]
     if input_shape is None and input_tensor is None:
         size = config.default_size
@@ -17,8 +17,8 @@ def _imagenet_model(preset, input_shape, include_top, weights, input_tensor, poo
     return NASNet(
         genotypes.NASNET_A, config.num_cells, config.penultimate_filters, stem=config.stem,
         stem_filters=config.stem_filters, skip_reduction=config.skip_reduction,
-        drop_path_keep_prob=drop_path_keep_prob, total_training_steps=total_training_steps,
-        include_top=include_top, weights=weights, input_tensor=input_tensor, input_shape=input_shape,
+        drop_path_keep_prob=drop_path_keep_prob, total_training_steps=total_training_steps, dropout=dropout,
+        aux_head=aux_head, include_top=include_top, weights=weights, input_tensor=input_tensor, input_shape=input_shape,
         pooling=pooling, classes=classes, classifier_activation=classifier_activation,
         weights_base_url=weights_base_url, bn_momentum=bn_momentum, name=name)
 
@@ -26,7 +26,8 @@ def _imagenet_model(preset, input_shape, include_top, weights, input_tensor, poo
 def NASNetMobile(input_shape=None, include_top=True, weights="imagenet", input_tensor=None, pooling=None,
                  classes=1000, classifier_activation="softmax", name="nasnet_mobile", *,
                  drop_path_keep_prob: float = 1.0, total_training_steps: Optional[int] = None,
-                 weights_base_url: Optional[str] = None, bn_momentum: Optional[float] = None):
+                 weights_base_url: Optional[str] = None, bn_momentum: Optional[float] = None,
+                 dropout: float = 0.0, aux_head: bool = False):
     """NASNet-A Mobile (4 @ 1056, 224x224): 5.3M params, 564M mult-adds, 74.0% top-1.
 
     Same arguments and defaults as `keras.applications.NASNetMobile`, and the
@@ -45,12 +46,25 @@ def NASNetMobile(input_shape=None, include_top=True, weights="imagenet", input_t
         classifier_activation: activation of the top layer (`None` = logits).
         name: model name.
         drop_path_keep_prob: ScheduledDropPath final keep prob for
-            fine-tuning (default 1.0, off; keyword only).
-        total_training_steps: steps over which drop path ramps up.
+            fine-tuning (default 1.0, off; keyword only; TF-slim trained
+            Mobile with 1.0 and Large with 0.7).
+        total_training_steps: steps over which drop path ramps up (slim:
+            250,000).
         weights_base_url: mirror of the published weights files.
         bn_momentum: BatchNorm momentum; default the published 0.9997, whose
             moving statistics barely move in a short run: use ~0.9 when
             training from random weights.
+        dropout: dropout rate before the classifier (default 0.0 as
+            keras.applications; TF-slim trained both models with 0.5).
+        aux_head: add the auxiliary classifier as a second output
+            ``"aux_predictions"`` (default False as keras.applications;
+            TF-slim trained with it, loss weight 0.4). Needs `include_top`
+            and a static input size; `nasnet_keras.inference_model` drops it.
+
+    Settings of the slim configs, for training from scratch:
+    ``NASNetLarge(weights=None, dropout=0.5, aux_head=True,
+    drop_path_keep_prob=0.7, total_training_steps=250_000)``
+    (`nasnet_keras.configs.CONFIGS` holds them).
 
     Returns:
         A `keras.Model`; input images are preprocessed with
@@ -58,13 +72,14 @@ def NASNetMobile(input_shape=None, include_top=True, weights="imagenet", input_t
     """
     return _imagenet_model("mobile", input_shape, include_top, weights, input_tensor, pooling, classes,
                            classifier_activation, name, drop_path_keep_prob, total_training_steps, weights_base_url,
-                           bn_momentum)
+                           bn_momentum, dropout, aux_head)
 
 
 def NASNetLarge(input_shape=None, include_top=True, weights="imagenet", input_tensor=None, pooling=None,
                 classes=1000, classifier_activation="softmax", name="nasnet_large", *,
                 drop_path_keep_prob: float = 1.0, total_training_steps: Optional[int] = None,
-                weights_base_url: Optional[str] = None, bn_momentum: Optional[float] = None):
+                weights_base_url: Optional[str] = None, bn_momentum: Optional[float] = None,
+                dropout: float = 0.0, aux_head: bool = False):
     """NASNet-A Large (6 @ 4032, 331x331): 88.9M params, 23.8B mult-adds, 82.7% top-1.
 
     Same arguments as `NASNetMobile` (and `keras.applications.NASNetLarge`);
@@ -72,7 +87,7 @@ def NASNetLarge(input_shape=None, include_top=True, weights="imagenet", input_te
     """
     return _imagenet_model("large", input_shape, include_top, weights, input_tensor, pooling, classes,
                            classifier_activation, name, drop_path_keep_prob, total_training_steps, weights_base_url,
-                           bn_momentum)
+                           bn_momentum, dropout, aux_head)
 
 
 def NASNetCIFAR(input_shape=(32, 32, 3), include_top=True, weights=None, input_tensor=None, pooling=None,
