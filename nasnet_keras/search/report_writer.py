@@ -3,7 +3,9 @@
 The files and their format are those of `nasnet_keras.search.reports`; this
 module only decides when each is written: one appended ``trials.csv`` row per
 ended trial, ``best_genotype.json`` when the best changes, ``rewards.png`` at
-most every ``plot_interval_s`` seconds and at the end.
+most every ``plot_interval_s`` seconds and at the end, and with it the best
+genotype's cell diagrams ``best_normal.png`` / ``best_reduction.png``
+(`nasnet_keras.visualize`) when the best changed since they were drawn.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 from nasnet_keras.search.progress import ProgressPrinter
+from nasnet_keras.visualize import plot_genotype
 from nasnet_keras.search.reports import (BEST_GENOTYPE_JSON, ENDED_STATUSES, REWARDS_PNG, TRIALS_CSV, TrialRecord,
                                          append_trials_csv, best_record, is_better, latest_records, plot_rewards,
                                          read_trials_csv, record_from_trial, sibling_records, write_best_genotype,
                                          write_trials_csv)
 
-__all__ = ["ReportWriter", "SearchLog"]
+__all__ = ["BEST_CELLS_PREFIX", "ReportWriter", "SearchLog"]
+
+#: The best genotype's cells are drawn as ``<prefix>normal.png`` and ``<prefix>reduction.png``.
+BEST_CELLS_PREFIX = "best_"
 
 
 class ReportWriter:
@@ -61,6 +67,7 @@ class ReportWriter:
         self._latest: Dict[str, TrialRecord] = {}
         self._best: Optional[TrialRecord] = None
         self._last_draw: Optional[float] = None
+        self._cells_drawn_for: Optional[TrialRecord] = None
         self._started = False
 
     def path(self, name: str) -> str:
@@ -137,11 +144,15 @@ class ReportWriter:
             write_best_genotype(self._best, self.path(BEST_GENOTYPE_JSON))
 
     def draw(self) -> None:
-        """Redraws ``rewards.png`` now: this project's records, then its siblings' (read from their CSVs)."""
+        """Redraws ``rewards.png`` now (this project's records, then its siblings', read from their CSVs), and the
+        best genotype's cells if the best changed since they were last drawn."""
         series: Dict[str, Sequence[TrialRecord]] = {
             os.path.basename(os.path.abspath(self.project_dir)): self.records}
         series.update(sibling_records(self.project_dir, genotypes=False))
         plot_rewards(series, self.path(REWARDS_PNG), self.direction)
+        if self._best is not None and self._best.genotype is not None and self._best is not self._cells_drawn_for:
+            plot_genotype(self._best.genotype, self.project_dir, prefix=BEST_CELLS_PREFIX)
+            self._cells_drawn_for = self._best
         self.draw_count += 1
         self._last_draw = self.clock()
 

@@ -16,8 +16,8 @@
 Then ``final_architectures`` distinct architectures are sampled (saved in the
 state, so a resumed run scores the same ones), each scored on the whole
 reward set; rows are appended to ``trials.csv`` as they are scored (a resumed
-run skips the scored ones), and ``best_genotype.json``, ``history.csv`` and
-``rewards.png`` are written (`outputs`).
+run skips the scored ones), and ``best_genotype.json`` (drawn as ``best_normal.png`` / ``best_reduction.png``),
+``history.csv`` and ``rewards.png`` are written (`outputs`).
 """
 
 from __future__ import annotations
@@ -32,11 +32,13 @@ import numpy as np
 from nasnet_keras.search import progress, reports
 from nasnet_keras.search import space as space_lib
 from nasnet_keras.search.data import SearchData
+from nasnet_keras.search.report_writer import BEST_CELLS_PREFIX
 from nasnet_keras.search.weight_sharing import outputs
 from nasnet_keras.search.weight_sharing.config import WeightSharingConfig
 from nasnet_keras.search.weight_sharing.samplers import make_sampler
 from nasnet_keras.search.weight_sharing.shared_trainer import SharedTrainer
 from nasnet_keras.training.run_directory import atomic_write
+from nasnet_keras.visualize import plot_genotype
 
 __all__ = ["CONFIG_FILE", "STATE_FILE", "WeightSharingSearch"]
 
@@ -153,6 +155,7 @@ class WeightSharingSearch:
         best = reports.best_record(records)
         if best is not None:
             reports.write_best_genotype(best, self._path(reports.BEST_GENOTYPE_JSON))
+            plot_genotype(best.genotype, self.project_dir, prefix=BEST_CELLS_PREFIX)
         outputs.plot_search(self.state["history"], records, self._path(reports.REWARDS_PNG), self.oracle)
         scored = len(records) + sum(r["controller_rewards"] for r in self.state["history"])
         return {"best": best, "records": records, "scored": scored}
