@@ -93,7 +93,9 @@ def _build_cell(spec: CellSpec, cell: gt.Cell, prev, prev_prev, prev_level, prev
         merge = keras.layers.Add if block.combine == "add" else keras.layers.Concatenate
         states.append(merge(name=f"{name}_b{b}_{block.combine}")(results))
     outputs = [_output_state(states[s], s, spec, name, bn) for s in cell.output_states]
-    return keras.layers.Concatenate(name=f"{name}_concat")(outputs) if len(outputs) > 1 else outputs[0]
+    if len(outputs) > 1:
+        return keras.layers.Concatenate(name=f"{name}_concat")(outputs)
+    return keras.layers.Identity(name=f"{name}_output")(outputs[0])   # every cell output has a named layer
 
 
 def _output_state(x, state, spec, name, bn):

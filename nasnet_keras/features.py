@@ -1,0 +1,79 @@
+"""Multi-scale features for detection and segmentation: the cell outputs at strides 4, 8, 16, 32.
+
+`pyramid_outputs(model)` returns, for a model built by `nasnet_keras.NASNet`
+(every zoo model, with or without its top, published weights included), the
+output of the last cell at each resolution as a dict keyed ``"P<k>"`` for
+stride ``2**k`` (KerasHub's ``pyramid_outputs`` convention):
+
+* ImageNet stem: ``P2`` the first stem cell (stride 4), ``P3`` the last
+  normal cell of the first stack (stride 8), ``P4`` of the second (16),
+  ``P5`` of the third (32, the last cell, before the final ReLU);
+* CIFAR stem (no stem reductions): ``P0``, ``P1``, ``P2`` for the three stacks.
+
+`pyramid_model(model)` wraps them as a `keras.Model` with dict outputs that
+shares the model's weights::
+
+    backbone = pyramid_model(NASNetMobile(weights="imagenet", include_top=False))
+    feats = backbone(images)        # {"P2": (b, 56, 56, 44), ..., "P5": (b, 7, 7, 1056)} at 224x224
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, Optional
+
+import keras
+
+__all__ = ["pyramid_outputs", "pyramid_model"]
+
+_REDUCE = re.compile(r"^cell_reduce_(\d+)_")
+
+
+def _cell_output(model: keras.Model, cell_id: str):
+    for suffix in ("concat", "output"):
+        try:
+            return model.get_layer(f"cell_{cell_id}_{suffix}").output
+        except ValueError:
+            continue
+    raise ValueError(f"Model {model.name!r} has no output layer for cell {cell_id!r} "
+                     f"(cell_{cell_id}_concat / cell_{cell_id}_output): was it built by nasnet_keras.NASNet?")
+
+
+def pyramid_outputs(model: keras.Model) -> Dict[str, "keras.KerasTensor"]:
+    """The last cell output at each stride of a `NASNet`-built model, as ``{"P<k>": tensor}`` (stride ``2**k``).
+
+    Args:
+        model: a model from `nasnet_keras.NASNet` or `nasnet_keras.applications`.
+
+    Returns:
+        ``{"P2", "P3", "P4", "P5"}`` for the ImageNet stem, ``{"P0", "P1",
+        "P2"}`` for the CIFAR stem; Keras tensors of shape ``(batch, h / 2**k,
+        w / 2**k, channels)`` (``None`` where the input size is unknown).
+
+    Raises:
+        ValueError: the model was not built by `NASNet` (no cell layers).
+    """
+    names = [layer.name for layer in model.layers]
+    reductions = sorted({int(m.group(1)) for m in map(_REDUCE.match, names) if m})
+    if len(reductions) != 2:
+        raise ValueError(f"Model {model.name!r} does not have the two reduction cells of a NASNet "
+                         "(cell_reduce_N, cell_reduce_2N): pass a model built by nasnet_keras.NASNet.")
+    n = reductions[0]
+    base = 3 if any(name.startswith("cell_stem_1_") for name in names) else 0
+    out = {}
+    if base:
+        out["P2"] = _cell_output(model, "stem_1")
+    for k, cell_id in enumerate((n - 1, 2 * n, 3 * n)):
+        out[f"P{base + k}"] = _cell_output(model, str(cell_id))
+    return out
+
+
+def pyramid_model(model: keras.Model, name: Optional[str] = None) -> keras.Model:
+    """A `keras.Model` from ``model``'s input to its `pyramid_outputs` (a dict), sharing its weights.
+
+    Args:
+        model: a model from `nasnet_keras.NASNet` or `nasnet_keras.applications`.
+        name: the new model's name; default ``"<model name>_pyramid"``.
+    """
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, pyramid_outputs(model), name=name or f"{model.name}_pyramid")
