@@ -26,21 +26,15 @@ import keras
 
 __all__ = ["pyramid_outputs", "pyramid_model"]
 
-_REDUCE = re.compile(r"^cell_reduce_(\d+)_")
-
-
-def _cell_output(model: keras.Model, cell_id: str):
-    for suffix in ("concat", "output"):
-        try:
-            return model.get_layer(f"cell_{cell_id}_{suffix}").output
-        except ValueError:
-            continue
-    raise ValueError(f"Model {model.name!r} has no output layer for cell {cell_id!r} "
-                     f"(cell_{cell_id}_concat / cell_{cell_id}_output): was it built by nasnet_keras.NASNet?")
+_CELL_OUTPUT = re.compile(r"^cell_(?P<id>(?:stem_|reduce_)?\d+)_(?:concat|output)$")   # not block "_b0_concat"
 
 
 def pyramid_outputs(model: keras.Model) -> Dict[str, "keras.KerasTensor"]:
     """The last cell output at each stride of a `NASNet`-built model, as ``{"P<k>": tensor}`` (stride ``2**k``).
+
+    Cells are found by their output layers (``cell_<id>_concat`` / ``cell_<id>_output``) in the model's
+    order; each stem and reduction cell (ids ``stem_*``, ``reduce_*``) halves the resolution, as does the
+    ImageNet stem's strided conv.
 
     Args:
         model: a model from `nasnet_keras.NASNet` or `nasnet_keras.applications`.
@@ -53,18 +47,16 @@ def pyramid_outputs(model: keras.Model) -> Dict[str, "keras.KerasTensor"]:
     Raises:
         ValueError: the model was not built by `NASNet` (no cell layers).
     """
-    names = [layer.name for layer in model.layers]
-    reductions = sorted({int(m.group(1)) for m in map(_REDUCE.match, names) if m})
-    if len(reductions) != 2:
-        raise ValueError(f"Model {model.name!r} does not have the two reduction cells of a NASNet "
-                         "(cell_reduce_N, cell_reduce_2N): pass a model built by nasnet_keras.NASNet.")
-    n = reductions[0]
-    base = 3 if any(name.startswith("cell_stem_1_") for name in names) else 0
+    cells = [(m.group("id"), layer.output) for layer in model.layers
+             for m in [_CELL_OUTPUT.match(layer.name)] if m]
+    if not cells or not any(cell_id.startswith("reduce_") for cell_id, _ in cells):
+        raise ValueError(f"Model {model.name!r} has no NASNet cells (layers cell_<id>_concat, cell_reduce_*): "
+                         "pass a model built by nasnet_keras.NASNet or nasnet_keras.applications.")
+    level = 1 if any(cell_id.startswith("stem_") for cell_id, _ in cells) else 0   # the strided stem conv
     out = {}
-    if base:
-        out["P2"] = _cell_output(model, "stem_1")
-    for k, cell_id in enumerate((n - 1, 2 * n, 3 * n)):
-        out[f"P{base + k}"] = _cell_output(model, str(cell_id))
+    for cell_id, tensor in cells:
+        level += cell_id.startswith(("stem_", "reduce_"))
+        out[f"P{level}"] = tensor                       # the last cell at a level wins
     return out
 
 

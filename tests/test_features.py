@@ -37,16 +37,18 @@ def test_pyramid_model_shares_the_weights(mobile_free):
 
 
 def test_cifar_stem_levels_and_single_output_cells():
-    g = Genotype.from_dict({"normal": [[0, "sep_conv_3x3", 1, "identity", "add"]],
-                            "reduction": [[0, "max_pool_3x3", 1, "identity", "add"]]})   # one output state
+    # One output state per cell (an Identity output layer), and concat combines, whose layers are named
+    # cell_<id>_b<k>_concat like the cells' own concat: neither may confuse the levels.
+    g = Genotype.from_dict({"normal": [[0, "sep_conv_3x3", 1, "identity", "concat"]],
+                            "reduction": [[0, "max_pool_3x3", 1, "identity", "concat"]]})
     model = NASNet(g, num_cells=2, filters=8, stem="cifar", input_shape=(32, 32, 3), include_top=False)
     feats = pyramid_outputs(model)
-    assert {k: tuple(v.shape[1:]) for k, v in feats.items()} == {"P0": (32, 32, 8), "P1": (16, 16, 16),
-                                                                 "P2": (8, 8, 32)}
+    assert {k: tuple(v.shape[1:]) for k, v in feats.items()} == {"P0": (32, 32, 16), "P1": (16, 16, 32),
+                                                                 "P2": (8, 8, 64)}
 
 
 def test_not_a_nasnet_model_is_refused():
     inputs = keras.Input((32, 32, 3))
     plain = keras.Model(inputs, keras.layers.Conv2D(4, 3)(inputs))
-    with pytest.raises(ValueError, match="two reduction cells of a NASNet"):
+    with pytest.raises(ValueError, match="has no NASNet cells"):
         pyramid_outputs(plain)
