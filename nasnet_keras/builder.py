@@ -35,18 +35,39 @@ class CellSpec:
     prev_prev: int         # index into the list of outputs (stem output = 0) of the cell's second input
 
 
+#: Cell layouts: NASNet's (paper Fig. 2) and PNASNet's (TF-slim nets/nasnet/pnasnet.py).
+LAYOUTS = ("nasnet", "pnasnet")
+
+
+def pnasnet_reduction_indices(num_cells: int) -> List[int]:
+    """Where PNASNet's cells run at stride 2: int(k / 3 * num_cells), k = 1, 2 (TF-slim nasnet_utils.py
+    `calc_reduction_layers` with 2 reductions; Large 12 cells -> [4, 8], Mobile 9 -> [3, 6])."""
+    return [int(k / 3 * num_cells) for k in (1, 2)]
+
+
 def _plan_cells(num_cells: int, filters: int, filter_multiplier: int, stem: str,
-                skip_reduction: bool) -> List[CellSpec]:
-    """The ordered cells: [2 stem reductions] + 3 stacks of N normal cells
-    separated by 2 reductions (paper Fig. 2). Filters double at each reduction."""
+                skip_reduction: bool, layout: str = "nasnet") -> List[CellSpec]:
+    """The ordered cells, filters doubling at each reduction.
+
+    ``"nasnet"`` (paper Fig. 2): [2 stem reductions] + 3 stacks of N normal
+    cells separated by 2 reduction cells (ids keras.applications'). ``"pnasnet"``
+    (TF-slim pnasnet.py): [2 stem reductions] + ``num_cells`` cells, of which
+    those at `pnasnet_reduction_indices` are reductions (id ``reduce_<i>``).
+    """
     kinds = []
-    if stem == "imagenet":
+    if stem == "imagenet":   # TF-slim: int(num_conv_filters * filter_scaling), scaling 1/4 and 1/2 (PNASNet Mobile: 13, 27)
         kinds += [("stem_1", True, filters // filter_multiplier ** 2), ("stem_2", True, filters // filter_multiplier)]
-    for stack in range(3):
-        if stack:
-            kinds.append((f"reduce_{stack * num_cells}", True, filters * filter_multiplier ** stack))
-        kinds += [(str(stack * num_cells + i + (1 if stack else 0)), False, filters * filter_multiplier ** stack)
-                  for i in range(num_cells)]
+    if layout == "pnasnet":
+        reductions, f = pnasnet_reduction_indices(num_cells), filters
+        for i in range(num_cells):
+            f = f * filter_multiplier if i in reductions else f
+            kinds.append((f"reduce_{i}" if i in reductions else str(i), i in reductions, f))
+    else:
+        for stack in range(3):
+            if stack:
+                kinds.append((f"reduce_{stack * num_cells}", True, filters * filter_multiplier ** stack))
+            kinds += [(str(stack * num_cells + i + (1 if stack else 0)), False, filters * filter_multiplier ** stack)
+                      for i in range(num_cells)]
     plan = []
     for index, (cell_id, reduction, f) in enumerate(kinds):
         output_slot = index + 1            # outputs[0] is the stem; cell k writes outputs[k + 1]
@@ -146,6 +167,7 @@ def NASNet(
     stem_filters: Optional[int] = None,
     filter_multiplier: int = 2,
     skip_reduction: bool = False,
+    layout: str = "nasnet",
     drop_path_keep_prob: float = 1.0,
     total_training_steps: Optional[int] = None,
     aux_head: bool = False,
@@ -166,11 +188,16 @@ def NASNet(
 
     Layout (paper Fig. 2): stem -> N normal -> reduction -> N normal ->
     reduction -> N normal -> ReLU -> classifier. Filters are multiplied by
-    `filter_multiplier` at every reduction.
+    `filter_multiplier` at every reduction. With ``layout="pnasnet"``
+    (TF-slim pnasnet.py): stem -> `num_cells` cells, the genotype's
+    reduction cell (PNASNet-5's is its normal cell) at the two positions of
+    `pnasnet_reduction_indices`.
 
     Args:
         genotype: a `Genotype` (default `NASNET_A`).
-        num_cells: N, normal cells per stack (Mobile 4, Large 6, CIFAR 6).
+        num_cells: N, normal cells per stack (Mobile 4, Large 6, CIFAR 6);
+            with ``layout="pnasnet"`` all cells after the stem, the two
+            reductions included (PNASNet-5 Mobile 9, Large 12; >= 3).
         penultimate_filters: P in "N @ P", channels of the final cell output;
             sets `filters = P // (units * filter_multiplier**2)` where
             `units` is the normal-cell output width in filters (6 for
@@ -184,7 +211,9 @@ def NASNet(
             multiplier 3).
         filter_multiplier: filter growth per reduction (default 2).
         skip_reduction: the first normal cell after a reduction takes the
-            reduction's input instead of its own second input (Large: True).
+            reduction's input instead of its own second input (Large: True;
+            ``"nasnet"`` layout only).
+        layout: ``"nasnet"`` (default) or ``"pnasnet"`` (see above).
         drop_path_keep_prob: final keep probability of ScheduledDropPath
             (1.0 = off).
         total_training_steps: steps over which drop path ramps up (required
@@ -224,8 +253,13 @@ def NASNet(
         raise ValueError(f"stem must be 'imagenet' or 'cifar'; got {stem!r}.")
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max'; got {pooling!r}.")
-    if num_cells < 1:
-        raise ValueError(f"num_cells must be >= 1; got {num_cells}.")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}.")
+    if num_cells < (3 if layout == "pnasnet" else 1):
+        raise ValueError(f"num_cells must be >= {3 if layout == 'pnasnet' else 1} for layout={layout!r}; "
+                         f"got {num_cells}.")
+    if layout == "pnasnet" and skip_reduction:
+        raise ValueError("skip_reduction applies to layout='nasnet' only (a PNASNet reduction is one of its cells).")
     if weights not in (None, "imagenet") and not isinstance(weights, str):
         raise ValueError("weights must be None, 'imagenet' or a path to a weights file; got "
                          f"{weights!r}.")
@@ -247,9 +281,10 @@ def NASNet(
                 f"penultimate_filters={penultimate_filters} must be a multiple of {units * filter_multiplier ** 2} "
                 f"(= {units} output units of this normal cell x filter_multiplier**2), or pass filters=.")
         filters = penultimate_filters // (units * filter_multiplier ** 2)
-    if stem == "imagenet" and filters % filter_multiplier ** 2:
-        raise ValueError(f"filters={filters} must be divisible by filter_multiplier**2 = {filter_multiplier ** 2} "
-                         "for the ImageNet stem cells.")
+    if stem == "imagenet" and filters < filter_multiplier ** 2:
+        raise ValueError(f"filters={filters} is too small for the ImageNet stem cells, which get filters / "
+                         f"{filter_multiplier ** 2} and filters / {filter_multiplier}: pass filters >= "
+                         f"{filter_multiplier ** 2}.")
     default_bn = IMAGENET_BN if stem == "imagenet" else CIFAR_BN
     bn = dict(bn_momentum=default_bn["bn_momentum"] if bn_momentum is None else bn_momentum,
               bn_epsilon=default_bn["bn_epsilon"] if bn_epsilon is None else bn_epsilon)
@@ -257,6 +292,10 @@ def NASNet(
         stem_filters = 96 if stem == "imagenet" else 3 * filters
 
     preset = None
+    if weights == "imagenet" and layout == "pnasnet":
+        raise ValueError("weights='imagenet' is not available for layout='pnasnet' yet: there are no Keras files of "
+                         "PNASNet-5, and loading the original TF-slim checkpoints is not implemented. Use "
+                         "weights=None or a weights file saved by this package.")
     if weights == "imagenet":
         preset = weights_lib.check_imagenet_config(genotype, num_cells, filters, stem, stem_filters, filter_multiplier,
                                           skip_reduction)
@@ -274,7 +313,7 @@ def NASNet(
     else:
         inputs = keras.Input(tensor=input_tensor, shape=input_shape)
 
-    plan = _plan_cells(num_cells, filters, filter_multiplier, stem, skip_reduction)
+    plan = _plan_cells(num_cells, filters, filter_multiplier, stem, skip_reduction, layout)
     drop_path = None
     if drop_path_keep_prob < 1.0:
         drop_path = dict(keep_prob=drop_path_keep_prob, total_cells=len(plan), total_steps=total_training_steps)
@@ -284,7 +323,7 @@ def NASNet(
 
     outputs, levels = [x], [0]
     aux = None
-    aux_after = [s.index for s in plan if s.cell_id == f"reduce_{2 * num_cells}"][0] - 1
+    aux_after = [s.index for s in plan if s.cell_id.startswith("reduce_")][1] - 1   # before the 2nd reduction
     for spec in plan:
         cell = genotype.reduction if spec.reduction else genotype.normal
         has_pp = spec.prev_prev >= 0

@@ -7,15 +7,16 @@ from nasnet_keras.builder import NASNet
 from nasnet_keras.configs import CONFIGS
 
 
-def _imagenet_model(preset, input_shape, include_top, weights, input_tensor, pooling, classes,
-                    classifier_activation, name, drop_path_keep_prob, total_training_steps, weights_base_url,
-                    bn_momentum, dropout, aux_head):
+def imagenet_model(preset, genotype, input_shape, include_top, weights, input_tensor, pooling, classes,
+                   classifier_activation, name, drop_path_keep_prob, total_training_steps, weights_base_url,
+                   bn_momentum, dropout, aux_head):
+    """One ImageNet application: `NASNet` with `CONFIGS[preset]` and keras.applications' input defaults."""
     config = CONFIGS[preset]
     if input_shape is None and input_tensor is None:
         size = config.default_size
         input_shape = (size, size, 3) if include_top else (None, None, 3)
     return NASNet(
-        genotypes.NASNET_A, config.num_cells, config.penultimate_filters, stem=config.stem,
+        genotype, config.num_cells, config.penultimate_filters, stem=config.stem, layout=config.layout,
         stem_filters=config.stem_filters, skip_reduction=config.skip_reduction,
         drop_path_keep_prob=drop_path_keep_prob, total_training_steps=total_training_steps, dropout=dropout,
         aux_head=aux_head, include_top=include_top, weights=weights, input_tensor=input_tensor, input_shape=input_shape,
@@ -70,9 +71,9 @@ def NASNetMobile(input_shape=None, include_top=True, weights="imagenet", input_t
         A `keras.Model`; input images are preprocessed with
         `nasnet_keras.applications.preprocess_input` (x / 127.5 - 1).
     """
-    return _imagenet_model("mobile", input_shape, include_top, weights, input_tensor, pooling, classes,
-                           classifier_activation, name, drop_path_keep_prob, total_training_steps, weights_base_url,
-                           bn_momentum, dropout, aux_head)
+    return imagenet_model("mobile", genotypes.NASNET_A, input_shape, include_top, weights, input_tensor, pooling,
+                          classes, classifier_activation, name, drop_path_keep_prob, total_training_steps,
+                          weights_base_url, bn_momentum, dropout, aux_head)
 
 
 def NASNetLarge(input_shape=None, include_top=True, weights="imagenet", input_tensor=None, pooling=None,
@@ -85,9 +86,9 @@ def NASNetLarge(input_shape=None, include_top=True, weights="imagenet", input_te
     Same arguments as `NASNetMobile` (and `keras.applications.NASNetLarge`);
     default input (331, 331, 3) with `include_top`.
     """
-    return _imagenet_model("large", input_shape, include_top, weights, input_tensor, pooling, classes,
-                           classifier_activation, name, drop_path_keep_prob, total_training_steps, weights_base_url,
-                           bn_momentum, dropout, aux_head)
+    return imagenet_model("large", genotypes.NASNET_A, input_shape, include_top, weights, input_tensor, pooling,
+                          classes, classifier_activation, name, drop_path_keep_prob, total_training_steps,
+                          weights_base_url, bn_momentum, dropout, aux_head)
 
 
 def NASNetCIFAR(input_shape=(32, 32, 3), include_top=True, weights=None, input_tensor=None, pooling=None,
