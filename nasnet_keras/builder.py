@@ -15,6 +15,7 @@ import keras
 from nasnet_keras import genotypes as gt
 from nasnet_keras.layers import (AuxiliaryHead, FactorizedReduction, FusedBatchNormalization, ReLUConvBN,
                                  ScheduledDropPath, make_op)
+from nasnet_keras.layers.pooling import POOL_PADDINGS
 
 # BatchNorm settings of the published ImageNet models and of slim's CIFAR
 # setup (TF-slim nets/nasnet/nasnet.py, `nasnet_large_arg_scope` / `nasnet_cifar_arg_scope`).
@@ -87,7 +88,8 @@ def output_units(cell: gt.Cell) -> int:
     return sum(width[s] for s in cell.output_states)
 
 
-def _build_cell(spec: CellSpec, cell: gt.Cell, prev, prev_prev, prev_level, prev_prev_level, bn, drop_path):
+def _build_cell(spec: CellSpec, cell: gt.Cell, prev, prev_prev, prev_level, prev_prev_level, bn, drop_path,
+                pool_padding="keras"):
     name = f"cell_{spec.cell_id}"
     f = spec.filters
     h = ReLUConvBN(f, ((1, 1),), name=f"{name}_input", **bn)(prev)
@@ -106,7 +108,8 @@ def _build_cell(spec: CellSpec, cell: gt.Cell, prev, prev_prev, prev_level, prev
             x = states[i]
             stride = 2 if spec.reduction and i < 2 else 1
             tag = f"{name}_b{b}_{'left' if side == 0 else 'right'}"
-            layer = make_op(op, f, stride, in_channels=x.shape[-1], bn=bn, name=f"{tag}_{op}")
+            layer = make_op(op, f, stride, in_channels=x.shape[-1], bn=bn, name=f"{tag}_{op}",
+                            pool_padding=pool_padding)
             y = x if layer is None else layer(x)
             if drop_path is not None and op != "identity":
                 y = ScheduledDropPath(cell_index=spec.index, name=f"{tag}_drop_path", **drop_path)(y)
@@ -168,6 +171,7 @@ def NASNet(
     filter_multiplier: int = 2,
     skip_reduction: bool = False,
     layout: str = "nasnet",
+    pool_padding: str = "keras",
     drop_path_keep_prob: float = 1.0,
     total_training_steps: Optional[int] = None,
     aux_head: bool = False,
@@ -214,6 +218,9 @@ def NASNet(
             reduction's input instead of its own second input (Large: True;
             ``"nasnet"`` layout only).
         layout: ``"nasnet"`` (default) or ``"pnasnet"`` (see above).
+        pool_padding: how stride-2 pools pad: ``"keras"`` (default; zeros
+            counted, as the published Keras weights) or ``"slim"`` (TF SAME
+            pooling, padding left out, as the original TF-slim checkpoints).
         drop_path_keep_prob: final keep probability of ScheduledDropPath
             (1.0 = off).
         total_training_steps: steps over which drop path ramps up (required
@@ -253,6 +260,9 @@ def NASNet(
         raise ValueError(f"stem must be 'imagenet' or 'cifar'; got {stem!r}.")
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max'; got {pooling!r}.")
+    if pool_padding not in POOL_PADDINGS:
+        raise ValueError(f"pool_padding must be one of {', '.join(map(repr, POOL_PADDINGS))}; got {pool_padding!r}. "
+                         "'keras' matches the published Keras weights, 'slim' the original TF-slim checkpoints.")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}.")
     if num_cells < (3 if layout == "pnasnet" else 1):
@@ -328,7 +338,7 @@ def NASNet(
         cell = genotype.reduction if spec.reduction else genotype.normal
         has_pp = spec.prev_prev >= 0
         x = _build_cell(spec, cell, outputs[-1], outputs[spec.prev_prev] if has_pp else None,
-                        levels[-1], levels[spec.prev_prev] if has_pp else None, bn, drop_path)
+                        levels[-1], levels[spec.prev_prev] if has_pp else None, bn, drop_path, pool_padding)
         outputs.append(x)
         levels.append(levels[-1] + int(spec.reduction))
         if aux_head and spec.index == aux_after:

@@ -9,7 +9,7 @@ from nasnet_keras.configs import CONFIGS
 
 def imagenet_model(preset, genotype, input_shape, include_top, weights, input_tensor, pooling, classes,
                    classifier_activation, name, drop_path_keep_prob, total_training_steps, weights_base_url,
-                   bn_momentum, dropout, aux_head):
+                   bn_momentum, dropout, aux_head, pool_padding="keras"):
     """One ImageNet application: `NASNet` with `CONFIGS[preset]` and keras.applications' input defaults."""
     config = CONFIGS[preset]
     if input_shape is None and input_tensor is None:
@@ -17,6 +17,7 @@ def imagenet_model(preset, genotype, input_shape, include_top, weights, input_te
         input_shape = (size, size, 3) if include_top else (None, None, 3)
     return NASNet(
         genotype, config.num_cells, config.penultimate_filters, stem=config.stem, layout=config.layout,
+        pool_padding=pool_padding,
         stem_filters=config.stem_filters, skip_reduction=config.skip_reduction,
         drop_path_keep_prob=drop_path_keep_prob, total_training_steps=total_training_steps, dropout=dropout,
         aux_head=aux_head, include_top=include_top, weights=weights, input_tensor=input_tensor, input_shape=input_shape,
@@ -28,7 +29,7 @@ def NASNetMobile(input_shape=None, include_top=True, weights="imagenet", input_t
                  classes=1000, classifier_activation="softmax", name="nasnet_mobile", *,
                  drop_path_keep_prob: float = 1.0, total_training_steps: Optional[int] = None,
                  weights_base_url: Optional[str] = None, bn_momentum: Optional[float] = None,
-                 dropout: float = 0.0, aux_head: bool = False):
+                 dropout: float = 0.0, aux_head: bool = False, pool_padding: str = "keras"):
     """NASNet-A Mobile (4 @ 1056, 224x224): 5.3M params, 564M mult-adds, 74.0% top-1.
 
     Same arguments and defaults as `keras.applications.NASNetMobile`, and the
@@ -62,6 +63,10 @@ def NASNetMobile(input_shape=None, include_top=True, weights="imagenet", input_t
             TF-slim trained with it, loss weight 0.4). Needs `include_top`
             and a static input size; `nasnet_keras.inference_model` drops it.
 
+        pool_padding: ``"keras"`` (default: stride-2 pools count padded
+            zeros, as the published Keras weights were evaluated) or
+            ``"slim"`` (TF SAME pooling, as TF-slim trained the originals).
+
     Settings of the slim configs, for training from scratch:
     ``NASNetLarge(weights=None, dropout=0.5, aux_head=True,
     drop_path_keep_prob=0.7, total_training_steps=250_000)``
@@ -73,14 +78,14 @@ def NASNetMobile(input_shape=None, include_top=True, weights="imagenet", input_t
     """
     return imagenet_model("mobile", genotypes.NASNET_A, input_shape, include_top, weights, input_tensor, pooling,
                           classes, classifier_activation, name, drop_path_keep_prob, total_training_steps,
-                          weights_base_url, bn_momentum, dropout, aux_head)
+                          weights_base_url, bn_momentum, dropout, aux_head, pool_padding)
 
 
 def NASNetLarge(input_shape=None, include_top=True, weights="imagenet", input_tensor=None, pooling=None,
                 classes=1000, classifier_activation="softmax", name="nasnet_large", *,
                 drop_path_keep_prob: float = 1.0, total_training_steps: Optional[int] = None,
                 weights_base_url: Optional[str] = None, bn_momentum: Optional[float] = None,
-                dropout: float = 0.0, aux_head: bool = False):
+                dropout: float = 0.0, aux_head: bool = False, pool_padding: str = "keras"):
     """NASNet-A Large (6 @ 4032, 331x331): 88.9M params, 23.8B mult-adds, 82.7% top-1.
 
     Same arguments as `NASNetMobile` (and `keras.applications.NASNetLarge`);
@@ -88,7 +93,7 @@ def NASNetLarge(input_shape=None, include_top=True, weights="imagenet", input_te
     """
     return imagenet_model("large", genotypes.NASNET_A, input_shape, include_top, weights, input_tensor, pooling,
                           classes, classifier_activation, name, drop_path_keep_prob, total_training_steps,
-                          weights_base_url, bn_momentum, dropout, aux_head)
+                          weights_base_url, bn_momentum, dropout, aux_head, pool_padding)
 
 
 def NASNetCIFAR(input_shape=(32, 32, 3), include_top=True, weights=None, input_tensor=None, pooling=None,

@@ -25,6 +25,8 @@ _ARGS_DOC = """
         bn_momentum, weights_base_url: as for `NASNetMobile` (keyword
             only; TF-slim trained with {keep} drop path, dropout 0.5 and the
             auxiliary head).
+        pool_padding: ``"slim"`` (default: TF SAME pooling, as TF-slim
+            trained PNASNet-5, the only published weights) or ``"keras"``.
 
     Returns:
         A `keras.Model`; preprocess images with
@@ -36,20 +38,20 @@ def PNASNetMobile(input_shape=None, include_top=True, weights=None, input_tensor
                   classes=1000, classifier_activation="softmax", name="pnasnet_mobile", *,
                   drop_path_keep_prob: float = 1.0, total_training_steps: Optional[int] = None,
                   weights_base_url: Optional[str] = None, bn_momentum: Optional[float] = None,
-                  dropout: float = 0.0, aux_head: bool = False):
+                  dropout: float = 0.0, aux_head: bool = False, pool_padding: str = "slim"):
     return imagenet_model("pnasnet_mobile", genotypes.PNASNET_5, input_shape, include_top, weights, input_tensor,
                           pooling, classes, classifier_activation, name, drop_path_keep_prob,
-                          total_training_steps, weights_base_url, bn_momentum, dropout, aux_head)
+                          total_training_steps, weights_base_url, bn_momentum, dropout, aux_head, pool_padding)
 
 
 def PNASNetLarge(input_shape=None, include_top=True, weights=None, input_tensor=None, pooling=None,
                  classes=1000, classifier_activation="softmax", name="pnasnet_large", *,
                  drop_path_keep_prob: float = 1.0, total_training_steps: Optional[int] = None,
                  weights_base_url: Optional[str] = None, bn_momentum: Optional[float] = None,
-                 dropout: float = 0.0, aux_head: bool = False):
+                 dropout: float = 0.0, aux_head: bool = False, pool_padding: str = "slim"):
     return imagenet_model("pnasnet_large", genotypes.PNASNET_5, input_shape, include_top, weights, input_tensor,
                           pooling, classes, classifier_activation, name, drop_path_keep_prob,
-                          total_training_steps, weights_base_url, bn_momentum, dropout, aux_head)
+                          total_training_steps, weights_base_url, bn_momentum, dropout, aux_head, pool_padding)
 
 
 PNASNetMobile.__doc__ = """PNASNet-5 Mobile (9 cells of 54 filters, 224x224): paper 5.1M params, 588M mult-adds,

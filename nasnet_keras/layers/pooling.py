@@ -5,6 +5,9 @@ from keras import ops
 
 from nasnet_keras.layers.conv_blocks import _bn
 
+#: `CellPooling` paddings of stride-2 pools: keras.applications' and TF-slim's.
+POOL_PADDINGS = ("keras", "slim")
+
 
 def same_padding(size, kernel, stride):
     """(before, after) zero padding that gives TensorFlow SAME geometry.
@@ -22,10 +25,13 @@ def same_padding(size, kernel, stride):
 class CellPooling(keras.layers.Layer):
     """Average or max pooling op, with an optional 1x1 conv + BN to set channels.
 
-    Stride 1 pools use SAME padding. Stride 2 pools zero-pad to SAME geometry
-    and pool VALID, so padded zeros count in averages and maxima: that is
-    what the published Keras NASNet weights were evaluated with
-    (keras.applications `nasnet.py`), and it works with unknown spatial sizes. When
+    Stride 1 pools use SAME padding. Stride 2 pools, with ``padding="keras"``
+    (default), zero-pad to SAME geometry and pool VALID, so padded zeros count
+    in averages and maxima: that is what the published Keras NASNet weights
+    were evaluated with (keras.applications `nasnet.py`). With
+    ``padding="slim"`` they are TensorFlow SAME pools, which leave the padding
+    out of averages and maxima, as TF-slim trained the original checkpoints
+    (nasnet_utils.py `_pooling`). Both work with unknown spatial sizes. When
     `filters` differs from the input channels, a 1x1 conv + BN follows (paper
     Appendix A: channel counts are matched with 1x1 convolutions).
 
@@ -35,19 +41,26 @@ class CellPooling(keras.layers.Layer):
         strides: 1 or 2.
         filters: output channels, or `None` to keep the input channels.
         bn_momentum, bn_epsilon: BatchNorm settings of the 1x1 projection.
+        padding: ``"keras"`` (default) or ``"slim"``, see above.
 
     Input `(batch, h, w, c)`; output `(batch, ceil(h/s), ceil(w/s), filters or c)`.
     """
 
-    def __init__(self, mode, pool_size, strides=1, filters=None, bn_momentum=0.9997, bn_epsilon=1e-3, **kwargs):
+    def __init__(self, mode, pool_size, strides=1, filters=None, bn_momentum=0.9997, bn_epsilon=1e-3,
+                 padding="keras", **kwargs):
         super().__init__(**kwargs)
         if mode not in ("avg", "max"):
             raise ValueError(f"CellPooling: mode must be 'avg' or 'max'; got {mode!r}.")
+        if padding not in POOL_PADDINGS:
+            raise ValueError(f"pool_padding must be one of {', '.join(map(repr, POOL_PADDINGS))}; got {padding!r}. "
+                             "'keras' matches the published Keras weights, 'slim' the original TF-slim checkpoints.")
+        self.padding = padding
         self.mode, self.pool_size, self.strides = mode, int(pool_size), int(strides)
         self.filters = None if filters is None else int(filters)
         self.bn_momentum, self.bn_epsilon = bn_momentum, bn_epsilon
         pool_cls = keras.layers.AveragePooling2D if mode == "avg" else keras.layers.MaxPooling2D
-        self.pool = pool_cls(self.pool_size, strides=self.strides, padding="same" if self.strides == 1 else "valid",
+        self._pad_first = self.strides > 1 and padding == "keras"
+        self.pool = pool_cls(self.pool_size, strides=self.strides, padding="valid" if self._pad_first else "same",
                              name="pool")
         self.conv = self.bn = None
         if self.filters is not None:
@@ -71,7 +84,7 @@ class CellPooling(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         x = inputs
-        if self.strides > 1:
+        if self._pad_first:
             pads = []
             for axis in (1, 2):
                 size = x.shape[axis]
@@ -86,5 +99,5 @@ class CellPooling(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(mode=self.mode, pool_size=self.pool_size, strides=self.strides, filters=self.filters,
-                      bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+                      bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon, padding=self.padding)
         return config

@@ -1,7 +1,8 @@
 """The ops registry: one entry per operation of the search space.
 
-`OP_FACTORIES[name](filters, strides, in_channels, bn, name)` returns the
-Keras layer computing that op, or `None` for a pass-through identity. Every
+`OP_FACTORIES[name](filters, strides, in_channels, bn, name, pool_padding)`
+returns the Keras layer computing that op, or `None` for a pass-through
+identity (``pool_padding``: see `CellPooling`; only pools read it). Every
 op outputs `filters` channels at `1 / strides` the input resolution, so any
 two ops can be added. The names are `nasnet_keras.genotypes.OPS`.
 """
@@ -11,7 +12,7 @@ from nasnet_keras.layers.conv_blocks import ReLUConvBN, SeparableConvBlock
 from nasnet_keras.layers.pooling import CellPooling
 
 
-def _identity(filters, strides, in_channels, bn, name):
+def _identity(filters, strides, in_channels, bn, name, pool_padding):
     # TF-slim nasnet_utils.py `_apply_conv_operation` ('none'): a strided identity or one whose input width
     # differs from `filters` is ReLU -> 1x1 conv (with the stride) -> BN.
     if strides > 1 or in_channels != filters:
@@ -20,21 +21,21 @@ def _identity(filters, strides, in_channels, bn, name):
 
 
 def _conv(*kernel_sizes, dilation_rate=1):
-    def factory(filters, strides, in_channels, bn, name):
+    def factory(filters, strides, in_channels, bn, name, pool_padding):
         return ReLUConvBN(filters, kernel_sizes, strides=strides, dilation_rate=dilation_rate, name=name, **bn)
     return factory
 
 
 def _sep(kernel_size):
-    def factory(filters, strides, in_channels, bn, name):
+    def factory(filters, strides, in_channels, bn, name, pool_padding):
         return SeparableConvBlock(filters, kernel_size, strides=strides, name=name, **bn)
     return factory
 
 
 def _pool(mode, size):
-    def factory(filters, strides, in_channels, bn, name):
+    def factory(filters, strides, in_channels, bn, name, pool_padding):
         return CellPooling(mode, size, strides=strides, filters=None if in_channels == filters else filters,
-                           name=name, **bn)
+                           padding=pool_padding, name=name, **bn)
     return factory
 
 
@@ -58,7 +59,7 @@ OP_FACTORIES = {
 assert tuple(OP_FACTORIES) == genotypes.OPS, "the ops registry must cover genotypes.OPS in order"
 
 
-def make_op(op, filters, strides=1, in_channels=None, bn=None, name=None):
+def make_op(op, filters, strides=1, in_channels=None, bn=None, name=None, pool_padding="keras"):
     """Creates the layer for operation `op` (a name from `genotypes.OPS`).
 
     Args:
@@ -68,10 +69,13 @@ def make_op(op, filters, strides=1, in_channels=None, bn=None, name=None):
         in_channels: channels of the input (decides 1x1 channel matching).
         bn: dict with `bn_momentum` and `bn_epsilon`, or `None` for defaults.
         name: layer name.
+        pool_padding: ``"keras"`` (default) or ``"slim"``: how stride-2
+            pools pad (see `CellPooling`).
 
     Returns:
         A `keras.layers.Layer`, or `None` when the op is a plain identity.
     """
     if op not in OP_FACTORIES:
         raise ValueError(f"Unknown operation {op!r}; choose one of {', '.join(OP_FACTORIES)}.")
-    return OP_FACTORIES[op](filters, strides, in_channels if in_channels is not None else filters, bn or {}, name)
+    return OP_FACTORIES[op](filters, strides, in_channels if in_channels is not None else filters, bn or {}, name,
+                            pool_padding)
