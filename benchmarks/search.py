@@ -144,7 +144,8 @@ def memory_over_trials(num_trials, examples):
 PHASES = (("time_process_start", "child process start, imports, data (once per process)"),
           ("time_build", "build the child"), ("time_cost", "model_cost (params, mult-adds)"),
           ("time_first_train_step", "first train step (graph tracing, grappler, step)"),
-          ("time_train_steps", "remaining train steps"), ("time_first_eval_step", "first scoring batch (eager, 256 images)"),
+          ("time_train_steps", "remaining train steps"),
+          ("time_first_eval_step", "first scoring batch (eager, 256 images)"),
           ("time_eval_steps", "remaining scoring batches"), ("time_keep_best", "save the best child's weights"))
 
 

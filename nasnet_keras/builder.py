@@ -56,7 +56,7 @@ def _plan_cells(num_cells: int, filters: int, filter_multiplier: int, stem: str,
     those at `pnasnet_reduction_indices` are reductions (id ``reduce_<i>``).
     """
     kinds = []
-    if stem == "imagenet":   # TF-slim: int(num_conv_filters * filter_scaling), scaling 1/4 and 1/2 (PNASNet Mobile: 13, 27)
+    if stem == "imagenet":   # TF-slim: int(num_conv_filters * filter_scaling) for scalings 1/4, 1/2 (PNASNet: 13, 27)
         kinds += [("stem_1", True, filters // filter_multiplier ** 2), ("stem_2", True, filters // filter_multiplier)]
     if layout == "pnasnet":
         reductions, f = pnasnet_reduction_indices(num_cells), filters

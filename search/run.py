@@ -37,8 +37,9 @@ the oracle name, so ``rl`` and ``random`` runs share ``--directory`` and
 ``rewards.png`` plots both; with more than one project the run also writes
 ``<--directory>/rewards.png``): ``trials.csv``, ``best_genotype.json``,
 ``rewards.png``, ``best_normal.png`` / ``best_reduction.png`` (the best cells),
-written as trials end (on the chief in chief / worker mode), plus Keras Tuner's own state and the child processes' logs. Re-running the
-same command resumes the search (``--overwrite`` starts over); resuming with
+written as trials end (on the chief in chief / worker mode), plus Keras
+Tuner's own state and the child processes' logs. Re-running the same
+command resumes the search (``--overwrite`` starts over); resuming with
 a different search space or child setup is refused with a message and
 nothing is deleted.
 

@@ -39,7 +39,8 @@ def test_mobile_endpoints_params_and_cost(mobile):
     # The stem cells have int(54 / 4) = 13 and int(54 / 2) = 27 filters; 27 splits 13 / 14 in a factorized
     # reduction, as slim's int(27 / 2) and the rest.
     fr = mobile.get_layer("cell_0_prev")
-    assert (fr.conv_1.filters, fr.conv_2.filters) == (27, 27) and mobile.get_layer("cell_stem_1_concat").output.shape[-1] == 65
+    assert (fr.conv_1.filters, fr.conv_2.filters) == (27, 27)
+    assert mobile.get_layer("cell_stem_1_concat").output.shape[-1] == 5 * 13
     odd = mobile.get_layer("cell_stem_2_prev")
     assert odd.filters == 27 and (odd.conv_1.filters, odd.conv_2.filters) == (13, 14)
 

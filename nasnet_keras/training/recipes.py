@@ -105,7 +105,8 @@ def _imagenet_recipe(preset: str, learning_rate: float, batch: int, weight_decay
     return Recipe(
         name=preset, num_cells=config.num_cells, filters=config.penultimate_filters // 24, stem="imagenet",
         stem_filters=config.stem_filters, skip_reduction=config.skip_reduction, image_size=config.default_size,
-        aux_head=config.aux_head, aux_weight=0.4, dropout=config.dropout, drop_path_keep_prob=config.drop_path_keep_prob,
+        aux_head=config.aux_head, aux_weight=0.4, dropout=config.dropout,
+        drop_path_keep_prob=config.drop_path_keep_prob,
         optimizer="rmsprop", learning_rate=learning_rate, base_batch=batch, lr_scaling="linear", momentum=0.9,
         rmsprop_decay=0.9, epsilon=1.0, schedule="exponential", decay_rate=0.97, decay_epochs=2.4,
         weight_decay=weight_decay, label_smoothing=0.1, clip_norm=10.0, ema_decay=0.9999, batch_size=batch,
@@ -118,7 +119,8 @@ PRESETS: Dict[str, Recipe] = {
     "cifar": Recipe(
         name="cifar", num_cells=_CIFAR.num_cells, filters=_CIFAR.penultimate_filters // 24, stem="cifar",
         stem_filters=None, skip_reduction=_CIFAR.skip_reduction, image_size=None, aux_head=_CIFAR.aux_head,
-        aux_weight=0.4, dropout=_CIFAR.dropout, drop_path_keep_prob=_CIFAR.drop_path_keep_prob, optimizer="sgd", learning_rate=0.025,
+        aux_weight=0.4, dropout=_CIFAR.dropout, drop_path_keep_prob=_CIFAR.drop_path_keep_prob, optimizer="sgd",
+        learning_rate=0.025,
         base_batch=32, lr_scaling="none", momentum=0.9, rmsprop_decay=0.9, epsilon=1.0, schedule="cosine",
         decay_rate=0.97, decay_epochs=2.4, weight_decay=5e-4, label_smoothing=0.0, clip_norm=5.0, ema_decay=None,
         batch_size=32, epochs=600, preprocessing="cifar"),
