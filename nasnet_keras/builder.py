@@ -15,7 +15,7 @@ import keras
 from nasnet_keras import genotypes as gt
 from nasnet_keras.layers import (AuxiliaryHead, FactorizedReduction, FusedBatchNormalization, ReLUConvBN,
                                  ScheduledDropPath, make_op)
-from nasnet_keras.layers.pooling import POOL_PADDINGS
+from nasnet_keras.layers.pooling import check_pool_padding
 
 # BatchNorm settings of the published ImageNet models and of slim's CIFAR
 # setup (TF-slim nets/nasnet/nasnet.py, `nasnet_large_arg_scope` / `nasnet_cifar_arg_scope`).
@@ -260,9 +260,7 @@ def NASNet(
         raise ValueError(f"stem must be 'imagenet' or 'cifar'; got {stem!r}.")
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max'; got {pooling!r}.")
-    if pool_padding not in POOL_PADDINGS:
-        raise ValueError(f"pool_padding must be one of {', '.join(map(repr, POOL_PADDINGS))}; got {pool_padding!r}. "
-                         "'keras' matches the published Keras weights, 'slim' the original TF-slim checkpoints.")
+    check_pool_padding(pool_padding)   # here too: a genotype without pools must still refuse a bad value
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}.")
     if num_cells < (3 if layout == "pnasnet" else 1):

@@ -48,7 +48,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         paths = plot_genotype(genotype, FLAGS.out, prefix=FLAGS.prefix, ext=FLAGS.format)
     except OSError as err:
-        return _error(f"cannot write to --out={FLAGS.out!r}: {err}.")
+        return _error(f"cannot write to --out={FLAGS.out!r}: {err}. Pass a folder you can write to.")
     print(f"{genotype.name or 'genotype'} ({source}):")
     for cell, path in paths.items():
         print(f"  {cell}: {path}")

@@ -9,6 +9,14 @@ from nasnet_keras.layers.conv_blocks import _bn
 POOL_PADDINGS = ("keras", "slim")
 
 
+def check_pool_padding(padding: str) -> str:
+    """``padding`` if it is one of `POOL_PADDINGS`; else a ValueError saying which to pick."""
+    if padding not in POOL_PADDINGS:
+        raise ValueError(f"pool_padding must be one of {', '.join(map(repr, POOL_PADDINGS))}; got {padding!r}. "
+                         "'keras' matches the published Keras weights, 'slim' the original TF-slim checkpoints.")
+    return padding
+
+
 def same_padding(size, kernel, stride):
     """(before, after) zero padding that gives TensorFlow SAME geometry.
 
@@ -51,10 +59,7 @@ class CellPooling(keras.layers.Layer):
         super().__init__(**kwargs)
         if mode not in ("avg", "max"):
             raise ValueError(f"CellPooling: mode must be 'avg' or 'max'; got {mode!r}.")
-        if padding not in POOL_PADDINGS:
-            raise ValueError(f"pool_padding must be one of {', '.join(map(repr, POOL_PADDINGS))}; got {padding!r}. "
-                             "'keras' matches the published Keras weights, 'slim' the original TF-slim checkpoints.")
-        self.padding = padding
+        self.padding = check_pool_padding(padding)
         self.mode, self.pool_size, self.strides = mode, int(pool_size), int(strides)
         self.filters = None if filters is None else int(filters)
         self.bn_momentum, self.bn_epsilon = bn_momentum, bn_epsilon
