@@ -171,7 +171,7 @@ def NASNet(
     filter_multiplier: int = 2,
     skip_reduction: bool = False,
     layout: str = "nasnet",
-    pool_padding: str = "keras",
+    pool_padding: Optional[str] = None,
     drop_path_keep_prob: float = 1.0,
     total_training_steps: Optional[int] = None,
     aux_head: bool = False,
@@ -218,9 +218,11 @@ def NASNet(
             reduction's input instead of its own second input (Large: True;
             ``"nasnet"`` layout only).
         layout: ``"nasnet"`` (default) or ``"pnasnet"`` (see above).
-        pool_padding: how stride-2 pools pad: ``"keras"`` (default; zeros
-            counted, as the published Keras weights) or ``"slim"`` (TF SAME
-            pooling, padding left out, as the original TF-slim checkpoints).
+        pool_padding: how stride-2 pools pad: ``"keras"`` (zeros counted,
+            as the published Keras weights) or ``"slim"`` (TF SAME pooling,
+            padding left out, as the original TF-slim checkpoints). Default
+            None: ``"slim"`` when loading a TF-slim checkpoint or PNASNet-5's
+            ImageNet weights, else ``"keras"``.
         drop_path_keep_prob: final keep probability of ScheduledDropPath
             (1.0 = off).
         total_training_steps: steps over which drop path ramps up (required
@@ -233,7 +235,9 @@ def NASNet(
             (0.9997, 1e-3) for the ImageNet stem, slim CIFAR's (0.9, 1e-5)
             for the CIFAR stem.
         include_top: add ReLU -> global average pool -> Dense(classes).
-        weights: `None`, `"imagenet"` (NASNet-A Mobile / Large configs only)
+        weights: `None`, `"imagenet"` (the NASNet-A Mobile / Large and
+            PNASNet-5 Mobile / Large configs only), the prefix of a TF-slim
+            checkpoint (``.../model.ckpt``, see `nasnet_keras.slim_checkpoint`)
             or a path to a weights file (published `.h5` layout, a file saved
             by this package, `.weights.h5` or `.keras`).
         input_tensor: optional Keras tensor to use as the image input.
@@ -260,6 +264,8 @@ def NASNet(
         raise ValueError(f"stem must be 'imagenet' or 'cifar'; got {stem!r}.")
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max'; got {pooling!r}.")
+    if pool_padding is None:
+        pool_padding = "slim" if _slim_weights(weights, layout) else "keras"
     check_pool_padding(pool_padding)   # here too: a genotype without pools must still refuse a bad value
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}.")
@@ -271,6 +277,8 @@ def NASNet(
     if weights not in (None, "imagenet") and not isinstance(weights, str):
         raise ValueError("weights must be None, 'imagenet' or a path to a weights file; got "
                          f"{weights!r}.")
+    if isinstance(weights, str) and weights != "imagenet":
+        weights_lib.check_weights_path(weights)      # before the build: a wrong path fails at once
     if weights == "imagenet" and include_top and classes != 1000:
         raise ValueError(f"weights='imagenet' with include_top=True gives 1000 ImageNet classes, but classes="
                          f"{classes}. Use include_top=False and add your own head, or classes=1000.")
@@ -300,13 +308,9 @@ def NASNet(
         stem_filters = 96 if stem == "imagenet" else 3 * filters
 
     preset = None
-    if weights == "imagenet" and layout == "pnasnet":
-        raise ValueError("weights='imagenet' is not available for layout='pnasnet' yet: there are no Keras files of "
-                         "PNASNet-5, and loading the original TF-slim checkpoints is not implemented. Use "
-                         "weights=None or a weights file saved by this package.")
     if weights == "imagenet":
-        preset = weights_lib.check_imagenet_config(genotype, num_cells, filters, stem, stem_filters, filter_multiplier,
-                                          skip_reduction)
+        preset = weights_lib.check_imagenet_config(genotype, num_cells, filters, stem, stem_filters,
+                                                   filter_multiplier, skip_reduction, layout)
     if input_shape is None:
         input_shape = tuple(input_tensor.shape[1:]) if input_tensor is not None else (None, None, 3)
     input_shape = tuple(input_shape)
@@ -361,8 +365,18 @@ def NASNet(
                         name=name or f"nasnet_{genotype.name.lower().replace('-', '_') or 'custom'}")
     if weights is not None:
         weights_lib.load_weights(model, weights, include_top=include_top, base_url=weights_base_url,
-                                 preset=preset)
+                                 preset=preset, layout=layout)
     return model
+
+
+def _slim_weights(weights, layout) -> bool:
+    """Whether `weights` are TF-slim's (a checkpoint, or PNASNet-5's published ones), trained with TF SAME pools."""
+    from nasnet_keras import slim_checkpoint
+
+    if weights == "imagenet":
+        return layout == "pnasnet"
+    return isinstance(weights, str) and (slim_checkpoint.checkpoint_prefix(weights) is not None
+                                         or slim_checkpoint.looks_like_checkpoint(weights))
 
 
 def inference_model(model: keras.Model) -> keras.Model:

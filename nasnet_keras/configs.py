@@ -21,6 +21,7 @@ class NASNetConfig:
     aux_head: bool
     dropout: float                 # rate before the classifier (slim: 1 - dense_dropout_keep_prob)
     layout: str = "nasnet"         # nasnet_keras.builder.LAYOUTS
+    genotype: str = "nasnet_a"     # key of nasnet_keras.genotypes.GENOTYPES
 
 
 CONFIGS = {
@@ -33,7 +34,9 @@ CONFIGS = {
     # Paper Table 1: NASNet-A 7 @ 2304 (27.6M params).
     "cifar_large": NASNetConfig(7, 2304, "cifar", 288, False, 32, 0.6, 937_500, True, 0.0),
     # PNAS paper (Liu et al. 2018) / slim pnasnet.py: PNASNet-5 Mobile, 9 cells of 54 filters (P = 5 * 4 * 54).
-    "pnasnet_mobile": NASNetConfig(9, 1080, "imagenet", 32, False, 224, 1.0, 250_000, True, 0.5, "pnasnet"),
+    "pnasnet_mobile": NASNetConfig(9, 1080, "imagenet", 32, False, 224, 1.0, 250_000, True, 0.5, "pnasnet",
+                                  "pnasnet_5"),
     # PNASNet-5 Large: 12 cells of 216 filters, stem multiplier 3 (stem conv 96).
-    "pnasnet_large": NASNetConfig(12, 4320, "imagenet", 96, False, 331, 0.6, 250_000, True, 0.5, "pnasnet"),
+    "pnasnet_large": NASNetConfig(12, 4320, "imagenet", 96, False, 331, 0.6, 250_000, True, 0.5, "pnasnet",
+                                 "pnasnet_5"),
 }

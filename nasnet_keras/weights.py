@@ -40,28 +40,53 @@ PUBLISHED_WEIGHTS = {
 CACHE_SUBDIR = "models"
 
 
-def _imagenet_preset(num_cells, filters, stem, stem_filters, filter_multiplier, skip_reduction) -> Optional[str]:
-    for preset in ("mobile", "large"):
+def _imagenet_preset(genotype, num_cells, filters, stem, stem_filters, filter_multiplier, skip_reduction,
+                     layout) -> Optional[str]:
+    from nasnet_keras.builder import output_units
+
+    for preset in ("mobile", "large", "pnasnet_mobile", "pnasnet_large"):
         c = configs.CONFIGS[preset]
-        if (num_cells, filters, stem, stem_filters, filter_multiplier, skip_reduction) == (
-                c.num_cells, c.penultimate_filters // 24, c.stem, c.stem_filters, 2, c.skip_reduction):
+        published = genotypes.GENOTYPES[c.genotype]
+        if (genotype.normal, genotype.reduction) != (published.normal, published.reduction):
+            continue
+        units = output_units(published.normal)
+        if (num_cells, filters, stem, stem_filters, filter_multiplier, skip_reduction, layout) == (
+                c.num_cells, c.penultimate_filters // (units * 4), c.stem, c.stem_filters, 2, c.skip_reduction,
+                c.layout):
             return preset
     return None
 
 
-def check_imagenet_config(genotype, num_cells, filters, stem, stem_filters, filter_multiplier, skip_reduction):
-    """The preset ("mobile" or "large") of a build; ValueError unless it has published ImageNet weights."""
-    if (genotype.normal, genotype.reduction) != (genotypes.NASNET_A.normal, genotypes.NASNET_A.reduction):
+def check_imagenet_config(genotype, num_cells, filters, stem, stem_filters, filter_multiplier, skip_reduction,
+                          layout="nasnet"):
+    """The preset ("mobile", "large", "pnasnet_mobile", "pnasnet_large") of a build; ValueError unless it has
+    published ImageNet weights."""
+    published = [genotypes.GENOTYPES[configs.CONFIGS[p].genotype] for p in ("mobile", "pnasnet_mobile")]
+    if (genotype.normal, genotype.reduction) not in [(g.normal, g.reduction) for g in published]:
         raise ValueError(
-            "weights='imagenet' exists only for the NASNet-A genotype; this genotype "
-            f"({genotype.name or 'unnamed'}) differs. Use weights=None (train from scratch) or NASNET_A.")
-    if _imagenet_preset(num_cells, filters, stem, stem_filters, filter_multiplier, skip_reduction) is None:
+            "weights='imagenet' exists only for the NASNet-A and PNASNet-5 genotypes; this genotype "
+            f"({genotype.name or 'unnamed'}) differs. Use weights=None (train from scratch), NASNET_A or PNASNET_5.")
+    preset = _imagenet_preset(genotype, num_cells, filters, stem, stem_filters, filter_multiplier, skip_reduction,
+                              layout)
+    if preset is None:
         raise ValueError(
-            "weights='imagenet' exists only for NASNet-A Mobile (4 @ 1056, stem_filters=32) and Large "
-            "(6 @ 4032, stem_filters=96, skip_reduction=True) with the ImageNet stem; got "
-            f"{num_cells} cells, filters={filters}, stem={stem!r}, stem_filters={stem_filters}, "
-            f"skip_reduction={skip_reduction}. Use NASNetMobile/NASNetLarge or weights=None.")
-    return _imagenet_preset(num_cells, filters, stem, stem_filters, filter_multiplier, skip_reduction)
+            "weights='imagenet' exists only for NASNet-A Mobile (4 @ 1056, stem_filters=32), NASNet-A Large "
+            "(6 @ 4032, stem_filters=96, skip_reduction=True), PNASNet-5 Mobile and Large (layout='pnasnet'), "
+            f"with the ImageNet stem; got {num_cells} cells, filters={filters}, stem={stem!r}, "
+            f"stem_filters={stem_filters}, skip_reduction={skip_reduction}, layout={layout!r}. Use "
+            "NASNetMobile/NASNetLarge/PNASNetMobile/PNASNetLarge or weights=None.")
+    return preset
+
+
+def cache_dir() -> str:
+    """The Keras cache's models directory (`$KERAS_HOME/models`, default ~/.keras/models), created if needed."""
+    keras_home = os.path.expanduser(os.environ.get("KERAS_HOME") or os.path.join("~", ".keras"))
+    target = os.path.join(keras_home, CACHE_SUBDIR)
+    try:
+        os.makedirs(target, exist_ok=True)   # get_file falls back to /tmp if it is missing
+    except OSError:
+        pass
+    return target
 
 
 def published_weights_url(preset: str, include_top: bool, base_url: Optional[str] = None):
@@ -88,15 +113,10 @@ def fetch_published_weights(preset: str, include_top: bool, base_url: Optional[s
             its md5 does not match (the bad file is removed from the cache).
     """
     url, fname, md5 = published_weights_url(preset, include_top, base_url)
-    keras_home = os.path.expanduser(os.environ.get("KERAS_HOME") or os.path.join("~", ".keras"))
-    target = os.path.join(keras_home, CACHE_SUBDIR, fname)
+    target = os.path.join(cache_dir(), fname)
     try:
-        os.makedirs(os.path.dirname(target), exist_ok=True)   # get_file falls back to /tmp if it is missing
-    except OSError:
-        pass
-    try:
-        path = keras.utils.get_file(fname, url, cache_dir=keras_home, cache_subdir=CACHE_SUBDIR, file_hash=md5,
-                                    hash_algorithm="md5")
+        path = keras.utils.get_file(fname, url, cache_dir=os.path.dirname(cache_dir()), cache_subdir=CACHE_SUBDIR,
+                                    file_hash=md5, hash_algorithm="md5")
     except Exception as e:  # noqa: BLE001 -- get_file raises many kinds; all mean "no valid file"
         reason = f"{type(e).__name__}: {e}"
         if os.path.exists(target) and _md5(target) != md5:
@@ -110,21 +130,78 @@ def fetch_published_weights(preset: str, include_top: bool, base_url: Optional[s
 
 
 def load_weights(model: keras.Model, weights: str, include_top: bool = True, base_url: Optional[str] = None,
-                 preset: Optional[str] = None):
-    """Loads `"imagenet"` or a weights file into a model built by `NASNet`.
+                 preset: Optional[str] = None, layout: str = "nasnet"):
+    """Loads `"imagenet"`, a TF-slim checkpoint or a weights file into a model built by `NASNet`.
 
-    Accepted files: the published legacy `.h5` layout (and legacy `.h5`
-    files saved from models of this package), Keras 3 `.weights.h5`, and
-    `.keras` archives.
+    `"imagenet"`: the Keras files of NASNet-A (`PUBLISHED_WEIGHTS`), or for
+    PNASNet-5 the TF-slim checkpoint, converted once
+    (`nasnet_keras.slim_checkpoint`). Files: a TF-slim checkpoint prefix
+    (``.../model.ckpt``), the published legacy `.h5` layout and files
+    written by `save_weights_by_name` (by layer name), Keras 3
+    `.weights.h5`, and `.keras` archives.
     """
+    from nasnet_keras import slim_checkpoint
+
     if weights == "imagenet":
+        if preset in slim_checkpoint.SLIM_RELEASES and configs.CONFIGS[preset].layout == "pnasnet":
+            return load_legacy_h5(model, slim_checkpoint.fetch_converted_imagenet(preset, base_url))
         path = fetch_published_weights(preset, include_top, base_url)
         return load_legacy_h5(model, path)
-    if not os.path.exists(weights):
-        raise ValueError(f"weights={weights!r}: no such file. Pass None, 'imagenet' or the path of a weights file.")
-    if weights.endswith(".keras") or weights.endswith(".weights.h5"):
+    check_weights_path(weights)
+    if slim_checkpoint.checkpoint_prefix(weights) is not None:
+        return slim_checkpoint.load_slim_checkpoint(model, weights, layout)
+    if weights.endswith(".keras") or (weights.endswith(".weights.h5") and not _is_by_name_h5(weights)):
         return model.load_weights(weights)
     return load_legacy_h5(model, weights)
+
+
+def check_weights_path(weights: str) -> None:
+    """ValueError unless `weights` names a file or a TF-slim checkpoint (the message says which files)."""
+    from nasnet_keras import slim_checkpoint
+
+    if os.path.exists(weights) or slim_checkpoint.checkpoint_prefix(weights) is not None:
+        return
+    if slim_checkpoint.looks_like_checkpoint(weights):
+        raise slim_checkpoint.missing_checkpoint_error(weights)
+    raise ValueError(f"weights={weights!r}: no such file. Pass None, 'imagenet', the path of a weights file or "
+                     "the prefix of a TF-slim checkpoint.")
+
+
+def _is_by_name_h5(path) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return "layer_names" in f.attrs
+    except OSError:
+        return False
+
+
+def save_weights_by_name(model: keras.Model, path: str) -> None:
+    """Writes `model`'s weights in the legacy Keras HDF5 layout (one group per layer, by layer name).
+
+    Such a file loads with `NASNet(weights=path)` into any model of the same
+    configuration whatever its `include_top` / `aux_head` (layers are
+    matched by name, not order); Keras' own `load_weights` expects its
+    `.weights.h5` format instead. Written through a temporary file.
+    """
+    import h5py
+
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with h5py.File(tmp, "w") as f:
+        names = []
+        for layer in model.layers:
+            variables = layer.trainable_weights + layer.non_trainable_weights   # the order load_legacy_h5 reads
+            if not variables or any(w.path.endswith("step") or "seed_generator" in w.path for w in variables):
+                continue
+            group = f.create_group(layer.name)
+            weight_names = [f"{i}_{w.name}" for i, w in enumerate(variables)]
+            for name, w in zip(weight_names, variables):
+                group.create_dataset(name, data=keras.ops.convert_to_numpy(w))
+            group.attrs["weight_names"] = weight_names
+            names.append(layer.name)
+        f.attrs["layer_names"] = names
+    os.replace(tmp, path)
 
 
 # keras.applications' NASNet names the ops of each block by side and block

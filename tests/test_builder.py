@@ -119,11 +119,16 @@ def test_bad_application_arguments(kwargs, message):
         NASNetMobile(weights="imagenet", **kwargs)
 
 
-def test_imagenet_weights_need_nasnet_a():
-    with pytest.raises(ValueError, match="only for the NASNet-A genotype"):
-        NASNet(PNASNET_5, num_cells=4, penultimate_filters=1056 * 5 // 6, weights="imagenet")
+def test_imagenet_weights_need_a_published_genotype_and_configuration():
+    from nasnet_keras.genotypes import Block, Cell, Genotype
+
+    cell = Cell((Block((0, 1), ("sep_conv_3x3", "identity")),))
+    with pytest.raises(ValueError, match="only for the NASNet-A and PNASNet-5 genotypes"):
+        NASNet(Genotype(normal=cell, reduction=cell), num_cells=4, filters=44, weights="imagenet")
     with pytest.raises(ValueError, match="only for NASNet-A Mobile"):
         NASNet(NASNET_A, num_cells=3, penultimate_filters=1056, stem_filters=32, weights="imagenet")
+    with pytest.raises(ValueError, match="layout='nasnet'"):     # PNASNet-5's cells in NASNet's layout
+        NASNet(PNASNET_5, num_cells=9, penultimate_filters=1080, stem_filters=32, weights="imagenet")
 
 
 def test_grayscale_without_weights_is_fine():

@@ -15,7 +15,7 @@ SLIM_MOBILE, SLIM_LARGE = 5_099_232 - (1080 + 1), 86_238_977 - (4320 + 1)
 
 @pytest.fixture(scope="module")
 def mobile():
-    return PNASNetMobile()
+    return PNASNetMobile(weights=None)
 
 
 def _shapes(model, names):
@@ -48,7 +48,7 @@ def test_mobile_endpoints_params_and_cost(mobile):
 @pytest.mark.slow
 def test_large_endpoints_and_params():
     """Over 20 s: building the 86M-weight model is the only way to check its layout and count."""
-    model = PNASNetLarge()
+    model = PNASNetLarge(weights=None)
     # slim pnasnet_test: stem 42x42x540, then 1080 @ 42, 2160 @ 21, 4320 @ 11.
     assert _shapes(model, ["cell_stem_2_concat", "cell_3_concat", "cell_7_concat", "cell_11_concat"]) == {
         "cell_stem_2_concat": (42, 42, 540), "cell_3_concat": (42, 42, 1080), "cell_7_concat": (21, 21, 2160),
@@ -58,7 +58,7 @@ def test_large_endpoints_and_params():
 
 
 def test_training_settings_aux_head_and_drop_path_depth():
-    model = PNASNetMobile(aux_head=True, dropout=0.5, drop_path_keep_prob=0.6, total_training_steps=1000)
+    model = PNASNetMobile(weights=None, aux_head=True, dropout=0.5, drop_path_keep_prob=0.6, total_training_steps=1000)
     aux = [layer for layer in model.layers if isinstance(layer, AuxiliaryHead)]
     # slim: the aux head follows cell reduction_indices[1] - 1 = 5 (its checkpoint scope aux_5).
     assert len(aux) == 1 and aux[0]._inbound_nodes[0].input_tensors[0] is model.get_layer("cell_5_concat").output
@@ -70,16 +70,16 @@ def test_training_settings_aux_head_and_drop_path_depth():
 
 def test_pyramid_at_224_and_unknown_size(mobile):
     expected = {"P2": (56, 56, 65), "P3": (28, 28, 270), "P4": (14, 14, 540), "P5": (7, 7, 1080)}
-    assert {k: tuple(v.shape[1:]) for k, v in pyramid_outputs(PNASNetMobile(include_top=False)).items()} == {
+    features = pyramid_outputs(PNASNetMobile(weights=None, include_top=False))
+    assert {k: tuple(v.shape[1:]) for k, v in features.items()} == {
         k: (None, None, c) for k, (_, _, c) in expected.items()}
-    backbone = pyramid_model(PNASNetMobile(include_top=False, input_shape=(224, 224, 3)))
+    backbone = pyramid_model(PNASNetMobile(weights=None, include_top=False, input_shape=(224, 224, 3)))
     assert {k: tuple(v.shape[1:]) for k, v in backbone.output.items()} == expected
     feats = backbone(np.zeros((1, 224, 224, 3), "float32"))
     assert {k: tuple(v.shape[1:]) for k, v in feats.items()} == expected
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(weights="imagenet"), "not available for layout='pnasnet'"),
     (dict(weights="imagenet", classes=10), "classes=10"),
 ])
 def test_bad_pnasnet_arguments(kwargs, message):

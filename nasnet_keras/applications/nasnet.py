@@ -9,7 +9,7 @@ from nasnet_keras.configs import CONFIGS
 
 def imagenet_model(preset, genotype, input_shape, include_top, weights, input_tensor, pooling, classes,
                    classifier_activation, name, drop_path_keep_prob, total_training_steps, weights_base_url,
-                   bn_momentum, dropout, aux_head, pool_padding="keras"):
+                   bn_momentum, dropout, aux_head, pool_padding=None):
     """One ImageNet application: `NASNet` with `CONFIGS[preset]` and keras.applications' input defaults."""
     config = CONFIGS[preset]
     if input_shape is None and input_tensor is None:
@@ -29,7 +29,7 @@ def NASNetMobile(input_shape=None, include_top=True, weights="imagenet", input_t
                  classes=1000, classifier_activation="softmax", name="nasnet_mobile", *,
                  drop_path_keep_prob: float = 1.0, total_training_steps: Optional[int] = None,
                  weights_base_url: Optional[str] = None, bn_momentum: Optional[float] = None,
-                 dropout: float = 0.0, aux_head: bool = False, pool_padding: str = "keras"):
+                 dropout: float = 0.0, aux_head: bool = False, pool_padding: Optional[str] = None):
     """NASNet-A Mobile (4 @ 1056, 224x224): 5.3M params, 564M mult-adds, 74.0% top-1.
 
     Same arguments and defaults as `keras.applications.NASNetMobile`, and the
@@ -41,7 +41,10 @@ def NASNetMobile(input_shape=None, include_top=True, weights="imagenet", input_t
         input_shape: `(h, w, 3)`; default (224, 224, 3) with `include_top`,
             else (None, None, 3).
         include_top: keep the 1000-class classifier.
-        weights: `None`, `"imagenet"` or a weights file path.
+        weights: `None`, `"imagenet"` (the Keras port of the slim
+            weights), a weights file path, or the prefix of an original
+            TF-slim checkpoint (``"nasnet-a_mobile_04_10_2017/model.ckpt"``:
+            1001-class slim classifier, background class dropped).
         input_tensor: optional Keras tensor as the input.
         pooling: `None`, `"avg"` or `"max"` with `include_top=False`.
         classes: classes with `include_top` (1000 for ImageNet weights).
@@ -63,9 +66,10 @@ def NASNetMobile(input_shape=None, include_top=True, weights="imagenet", input_t
             TF-slim trained with it, loss weight 0.4). Needs `include_top`
             and a static input size; `nasnet_keras.inference_model` drops it.
 
-        pool_padding: ``"keras"`` (default: stride-2 pools count padded
-            zeros, as the published Keras weights were evaluated) or
-            ``"slim"`` (TF SAME pooling, as TF-slim trained the originals).
+        pool_padding: ``"keras"`` (stride-2 pools count padded zeros, as
+            the published Keras weights were evaluated) or ``"slim"`` (TF
+            SAME pooling, as TF-slim trained the originals). Default: "slim"
+            when `weights` is a TF-slim checkpoint, else "keras".
 
     Settings of the slim configs, for training from scratch:
     ``NASNetLarge(weights=None, dropout=0.5, aux_head=True,
@@ -85,7 +89,7 @@ def NASNetLarge(input_shape=None, include_top=True, weights="imagenet", input_te
                 classes=1000, classifier_activation="softmax", name="nasnet_large", *,
                 drop_path_keep_prob: float = 1.0, total_training_steps: Optional[int] = None,
                 weights_base_url: Optional[str] = None, bn_momentum: Optional[float] = None,
-                dropout: float = 0.0, aux_head: bool = False, pool_padding: str = "keras"):
+                dropout: float = 0.0, aux_head: bool = False, pool_padding: Optional[str] = None):
     """NASNet-A Large (6 @ 4032, 331x331): 88.9M params, 23.8B mult-adds, 82.7% top-1.
 
     Same arguments as `NASNetMobile` (and `keras.applications.NASNetLarge`);

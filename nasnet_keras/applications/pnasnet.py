@@ -12,10 +12,12 @@ _ARGS_DOC = """
         input_shape: `(h, w, 3)`; default ({size}, {size}, 3) with
             `include_top`, else (None, None, 3).
         include_top: keep the classifier.
-        weights: `None` (default) or a weights file saved from this model
-            (`.weights.h5`, `.keras`, legacy `.h5`). ``"imagenet"`` is
-            refused for now: there are no Keras files of PNASNet-5, and the
-            original TF-slim checkpoints cannot be loaded yet.
+        weights: ``"imagenet"`` (default: TF-slim's published checkpoint
+            {tarball}, downloaded, checked and converted once into the
+            Keras cache; mirror: `weights_base_url` or
+            ``$NASNET_KERAS_SLIM_WEIGHTS_URL``), `None`, the prefix of that
+            checkpoint extracted (``.../model.ckpt``), or a weights file saved
+            from this model (`.weights.h5`, `.keras`, `.h5`).
         input_tensor: optional Keras tensor as the input.
         pooling: `None`, `"avg"` or `"max"` with `include_top=False`.
         classes: classes with `include_top` (default 1000).
@@ -34,7 +36,7 @@ _ARGS_DOC = """
 """
 
 
-def PNASNetMobile(input_shape=None, include_top=True, weights=None, input_tensor=None, pooling=None,
+def PNASNetMobile(input_shape=None, include_top=True, weights="imagenet", input_tensor=None, pooling=None,
                   classes=1000, classifier_activation="softmax", name="pnasnet_mobile", *,
                   drop_path_keep_prob: float = 1.0, total_training_steps: Optional[int] = None,
                   weights_base_url: Optional[str] = None, bn_momentum: Optional[float] = None,
@@ -44,7 +46,7 @@ def PNASNetMobile(input_shape=None, include_top=True, weights=None, input_tensor
                           total_training_steps, weights_base_url, bn_momentum, dropout, aux_head, pool_padding)
 
 
-def PNASNetLarge(input_shape=None, include_top=True, weights=None, input_tensor=None, pooling=None,
+def PNASNetLarge(input_shape=None, include_top=True, weights="imagenet", input_tensor=None, pooling=None,
                  classes=1000, classifier_activation="softmax", name="pnasnet_large", *,
                  drop_path_keep_prob: float = 1.0, total_training_steps: Optional[int] = None,
                  weights_base_url: Optional[str] = None, bn_momentum: Optional[float] = None,
@@ -56,7 +58,7 @@ def PNASNetLarge(input_shape=None, include_top=True, weights=None, input_tensor=
 
 PNASNetMobile.__doc__ = """PNASNet-5 Mobile (9 cells of 54 filters, 224x224): paper 5.1M params, 588M mult-adds,
     74.2% top-1.
-""" + _ARGS_DOC.format(size=224, keep="no")
+""" + _ARGS_DOC.format(size=224, keep="no", tarball="pnasnet-5_mobile_2017_12_13")
 PNASNetLarge.__doc__ = """PNASNet-5 Large (12 cells of 216 filters, stem multiplier 3, 331x331): paper 86.1M params,
     25.0B mult-adds, 82.9% top-1.
-""" + _ARGS_DOC.format(size=331, keep="0.6")
+""" + _ARGS_DOC.format(size=331, keep="0.6", tarball="pnasnet-5_large_2017_12_13")
