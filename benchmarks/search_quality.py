@@ -111,6 +111,9 @@ def main(argv=None):
 
     results["machine"], results["date"] = machine_info(), time.strftime("%Y-%m-%d")
     budget = args.budget_s
+    if budget is None:  # a resumed run keeps the budget its finished enas searches set
+        spent = [s["seconds"] for k, s in results["searches"].items() if k.startswith("enas") and s["seconds"]]
+        budget = max(spent) if spent else None
     for method in METHODS:
         for seed in range(args.seeds):
             key = f"{method}/{seed}"
