@@ -1,0 +1,105 @@
+"""Exports (SavedModel, TFLite float32, TFLite int8) against the Keras model on the built-in digits data."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nasnet_keras import NASNET_A, NASNet
+from nasnet_keras.export import export_saved_model, export_tflite, inference_graph, main, tflite_predict
+from nasnet_keras.layers import ScheduledDropPath
+from nasnet_keras.search.data import load_dataset
+
+pytestmark = pytest.mark.xdist_group("export")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small NASNet-A (N = 1, F = 8) with aux head and drop path, trained 3 epochs on digits; its held-out
+    images and labels, and its saved `.keras` file."""
+    keras.utils.set_random_seed(0)
+    data = load_dataset("digits", batch_size=32, seed=0, augment=False)
+    model = NASNet(NASNET_A, num_cells=1, filters=8, stem="cifar", input_shape=(32, 32, 3), classes=10,
+                   aux_head=True, drop_path_keep_prob=0.7, total_training_steps=150)
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss=["sparse_categorical_crossentropy"] * 2,
+                  loss_weights=[1.0, 0.4])
+    model.fit(data.train.map(lambda x, y: (x, (y, y))), epochs=3, verbose=0)
+    x = np.concatenate([b for b, _ in data.validation])
+    y = np.concatenate([labels for _, labels in data.validation])
+    calibration = np.concatenate([b for b, _ in data.train])[:100]
+    path = str(tmp_path_factory.mktemp("export") / "digits.keras")
+    model.save(path)
+    return model, x, y, calibration, path
+
+
+def test_inference_graph_drops_aux_head_and_drop_path(trained):
+    model, x, *_ = trained
+    graph = inference_graph(model)
+    assert len(graph.outputs) == 1 and not any(isinstance(layer, ScheduledDropPath) for layer in graph.layers)
+    assert any(isinstance(layer, ScheduledDropPath) for layer in model.layers)      # the original is untouched
+    np.testing.assert_allclose(graph.predict(x[:16], verbose=0), model.predict(x[:16], verbose=0)[0], atol=1e-6)
+
+
+def test_saved_model_and_tflite_float_match_keras(trained, tmp_path):
+    model, x, y, *_ = trained
+    reference = inference_graph(model).predict(x, verbose=0)
+    assert (reference.argmax(1) == y).mean() > 0.5       # learned (chance: 0.1), so agreement below means something
+    served = tf.saved_model.load(export_saved_model(model, str(tmp_path / "served")))
+    assert np.abs(served.serve(tf.constant(x)).numpy() - reference).max() <= 1e-4
+    flat = tflite_predict(export_tflite(model, str(tmp_path / "float.tflite")), x, batch_size=8)
+    assert np.abs(flat - reference).max() <= 1e-4
+
+
+def test_tflite_int8_agrees_with_float(trained, tmp_path):
+    model, x, y, calibration, _ = trained
+    reference = inference_graph(model).predict(x, verbose=0).argmax(1)
+    path = export_tflite(model, str(tmp_path / "int8.tflite"), quantize="int8", representative_data=calibration)
+    quantized = tflite_predict(path, x).argmax(1)
+    assert (quantized == reference).mean() >= 0.9
+    assert (quantized == y).mean() > 0.5
+
+
+def test_int8_file_is_under_a_third_of_float(tmp_path):
+    # wide enough (F = 64, 3.0M weights) that weights fill the files: at F = 32 the per-channel scales, zero
+    # points and int32 biases of the many depthwise convs keep int8 at 34% of float; NASNetMobile is wider still
+    model = NASNet(NASNET_A, num_cells=1, filters=64, stem="cifar", input_shape=(32, 32, 3), classes=10)
+    calibration = np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 3)).astype("float32")
+    flat = export_tflite(model, str(tmp_path / "f.tflite"))
+    quantized = export_tflite(model, str(tmp_path / "q.tflite"), quantize="int8", representative_data=calibration)
+    assert os.path.getsize(quantized) <= 0.3 * os.path.getsize(flat)
+
+
+def test_unknown_input_size_needs_input_shape(tmp_path):
+    model = NASNet(NASNET_A, num_cells=1, filters=8, stem="cifar", classes=10)      # (None, None, 3)
+    with pytest.raises(ValueError, match=r"TFLite needs a fixed one: pass input_shape=\(height, width, channels\)"):
+        export_tflite(model, str(tmp_path / "m.tflite"))
+    path = export_tflite(model, str(tmp_path / "m.tflite"), input_shape=(32, 32, 3))
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    assert np.abs(tflite_predict(path, x) - model.predict(x, verbose=0)).max() <= 1e-4
+
+
+def test_int8_without_representative_data_and_existing_outputs_are_refused(trained, tmp_path):
+    model = trained[0]
+    with pytest.raises(ValueError, match="int8 quantization needs representative_data"):
+        export_tflite(model, str(tmp_path / "q.tflite"), quantize="int8")
+    existing = tmp_path / "exists.tflite"
+    existing.write_bytes(b"keep me")
+    with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
+        export_tflite(model, str(existing))
+    with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
+        export_saved_model(model, str(tmp_path))
+    assert existing.read_bytes() == b"keep me"
+
+
+def test_cli(trained, tmp_path, capsys):
+    model, x, _, calibration, keras_path = trained
+    out = str(tmp_path / "cli.tflite")
+    assert main([f"--model={keras_path}", "--format=tflite", f"--out={out}"]) == 0
+    reference = inference_graph(model).predict(x[:8], verbose=0)
+    assert np.abs(tflite_predict(out, x[:8]) - reference).max() <= 1e-4
+    assert main([f"--model={keras_path}", "--format=tflite", f"--out={out}"]) == 1
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert main([f"--model={keras_path}", "--format=tflite_int8", f"--out={tmp_path / 'q.tflite'}"]) == 1
+    assert "needs --representative" in capsys.readouterr().err
