@@ -58,12 +58,19 @@ def _search(method, seed, args, budget_s, log):
         command += ["--max_trials=100000", "--overwrite"]
     start = time.monotonic()
     with open(log, "w") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        # Own process group, SIGINT restored: a benchmark started in the background (`cmd &`) passes SIGINT on
+        # ignored, and the search's local workers must stop with the chief.
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             proc.wait(timeout=None if budget_s is None else budget_s)
         except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=600)
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     seconds = time.monotonic() - start
     if not os.path.exists(os.path.join(project, "best_genotype.json")):
         raise RuntimeError(f"{method} seed {seed} produced no best_genotype.json; see {log}")
