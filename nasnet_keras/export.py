@@ -48,10 +48,17 @@ def inference_graph(model: keras.Model) -> keras.Model:
 
 
 def _refuse_existing(path: str, overwrite: bool):
-    if os.path.exists(path):
-        if not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
-        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+
+
+def _replace(tmp: str, path: str):
+    """Moves a finished export onto `path`; an older export there is removed only now, after success."""
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
+    os.replace(tmp, path)
 
 
 def _fixed_input(model: keras.Model, input_shape: Optional[Sequence[int]]) -> keras.Model:
@@ -65,7 +72,8 @@ def _fixed_input(model: keras.Model, input_shape: Optional[Sequence[int]]) -> ke
         return model
     input_shape = tuple(int(d) for d in input_shape)
     if len(input_shape) != 3 or any(s is not None and s != d for s, d in zip(shape, input_shape)):
-        raise ValueError(f"input_shape={input_shape} does not fit the model's input {shape}.")
+        raise ValueError(f"input_shape={input_shape} does not fit the model's input {shape}: pass (height, width, "
+                         "channels) with the model's fixed sizes and channels, or leave it out.")
     if shape == input_shape:
         return model
     inputs = keras.Input(shape=input_shape, name="images")
@@ -80,7 +88,9 @@ def export_saved_model(model: keras.Model, path: str, overwrite: bool = False) -
         FileExistsError: `path` exists and not `overwrite`.
     """
     _refuse_existing(path, overwrite)
-    inference_graph(model).export(path, format="tf_saved_model", verbose=False)
+    tmp = f"{path.rstrip(os.sep)}.tmp-{os.getpid()}"
+    inference_graph(model).export(tmp, format="tf_saved_model", verbose=False)
+    _replace(tmp, path)
     return path
 
 
@@ -162,8 +172,7 @@ def export_tflite(model: keras.Model, path: str, quantize: Optional[str] = None,
         raise ValueError("int8 quantization needs representative_data: ~100 typical inputs to calibrate the "
                          "activation ranges (an array of model inputs, a directory of images or 'tfds:<name>'; "
                          "CLI: --representative).")
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+    _refuse_existing(path, overwrite)
     graph = _fixed_input(inference_graph(model), input_shape)
     converter = tf.lite.TFLiteConverter.from_keras_model(graph)
     if quantize == "int8":
@@ -182,7 +191,7 @@ def export_tflite(model: keras.Model, path: str, quantize: Optional[str] = None,
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
         f.write(flatbuffer)
-    os.replace(tmp, path)
+    _replace(tmp, path)
     return path
 
 
