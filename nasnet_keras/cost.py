@@ -47,6 +47,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from nasnet_keras.tensorflow_only import require_tensorflow_backend
+
 __all__ = ["Cost", "model_cost"]
 
 ShapeLike = Sequence[Optional[int]]
@@ -119,12 +121,7 @@ def model_cost(
         TypeError: if ``model`` is not a Keras model or layer.
         RuntimeError: if Keras does not run on the TensorFlow backend.
     """
-    if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(
-            "model_cost traces the model with TensorFlow and needs the "
-            f"TensorFlow Keras backend, but the backend is "
-            f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow."
-        )
+    require_tensorflow_backend("model_cost (it traces the model with TensorFlow)")
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(
             f"model must be a keras.Model or keras.layers.Layer, got {type(model).__name__}."

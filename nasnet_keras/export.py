@@ -14,6 +14,11 @@ zoo: `preprocess_input` images, x / 127.5 - 1). int8 is TFLite's post-training f
 weights and activations, calibrated on the representative images, with int8 input and output tensors;
 `tflite_predict` quantizes the input and dequantizes the output with the file's scales. TFLite files run
 with LiteRT's interpreter (`ai-edge-litert`, which TF 2.21 names as the successor of `tf.lite.Interpreter`).
+
+Exporting needs the TensorFlow backend (TensorFlow's converters read the model's TensorFlow graph); a model
+trained on JAX or PyTorch exports after `model.save("m.keras")` and, with KERAS_BACKEND=tensorflow,
+`python -m nasnet_keras.export --model=m.keras ...` (a `.keras` file loads on every backend).
+`tflite_predict` runs on any backend.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import keras
 import numpy as np
+
+from nasnet_keras.tensorflow_only import NotTensorFlowBackendError, require_tensorflow_backend
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
@@ -45,6 +52,11 @@ def inference_graph(model: keras.Model) -> keras.Model:
     if not any(isinstance(layer, ScheduledDropPath) for layer in model.layers):
         return model
     return keras.models.clone_model(model, clone_function=clone)
+
+
+def _require_tensorflow(what: str):
+    require_tensorflow_backend(what, "Save the model as .keras and export it from a TensorFlow process: "
+                                     "KERAS_BACKEND=tensorflow python -m nasnet_keras.export --model=<file>.keras ...")
 
 
 def _refuse_existing(path: str, overwrite: bool):
@@ -86,7 +98,9 @@ def export_saved_model(model: keras.Model, path: str, overwrite: bool = False) -
 
     Raises:
         FileExistsError: `path` exists and not `overwrite`.
+        NotTensorFlowBackendError: Keras runs on another backend.
     """
+    _require_tensorflow("export_saved_model")
     _refuse_existing(path, overwrite)
     tmp = f"{path.rstrip(os.sep)}.tmp-{os.getpid()}"
     inference_graph(model).export(tmp, format="tf_saved_model", verbose=False)
@@ -163,7 +177,9 @@ def export_tflite(model: keras.Model, path: str, quantize: Optional[str] = None,
         ValueError: unknown spatial size without `input_shape`, int8 without
             `representative_data`, an unknown `quantize`.
         FileExistsError: `path` exists and not `overwrite`.
+        NotTensorFlowBackendError: Keras runs on another backend.
     """
+    _require_tensorflow("export_tflite")
     import tensorflow as tf
 
     if quantize not in (None, "int8"):
@@ -283,6 +299,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         input_shape = None if args.input_shape is None else tuple(int(d) for d in args.input_shape.split(","))
     except ValueError:
         print(f"error: --input_shape={args.input_shape!r} must be h,w,c, e.g. 224,224,3.", file=sys.stderr)
+        return 1
+    try:
+        _require_tensorflow("python -m nasnet_keras.export")
+    except NotTensorFlowBackendError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 1
     representative = args.representative
     if representative and representative.endswith(".npy"):

@@ -57,6 +57,8 @@ refused; a worker silent (no progress) for ``--worker_timeout`` seconds loses
 its trial to another worker; workers wait up to ``--chief_timeout`` seconds
 for a chief that restarts (same command: it resumes).
 
+TensorFlow backend only (the children train with `tf.data` and
+`tf.distribute`): another KERAS_BACKEND is refused with a message.
 Exit codes: 0 done, 1 bad flags or data, a stopped search (too many failed
 children), an unreachable chief, or a refused resume; 130 interrupted.
 """
@@ -366,6 +368,12 @@ def main(argv: List[str]) -> int:
                              "(see --helpshort).")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # tensorflow-datasets logs lookups at INFO
+    from nasnet_keras.tensorflow_only import NotTensorFlowBackendError, require_tensorflow_backend
+
+    try:
+        require_tensorflow_backend("search.run")
+    except NotTensorFlowBackendError as err:
+        return _error(str(err))
     return run_search(resolve_settings())
 
 

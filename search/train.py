@@ -147,6 +147,7 @@ def run(argv: Sequence[str]) -> int:
     """Runs the command with ``argv`` already parsed into `FLAGS`; returns the exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from nasnet_keras.search.data import DatasetNotPreparedError
+    from nasnet_keras.tensorflow_only import NotTensorFlowBackendError, require_tensorflow_backend
     from nasnet_keras.training import distribution, recipes
     from nasnet_keras.training.data import load_training_data, probe_native_size
     from nasnet_keras.training.genotype_source import load_genotype
@@ -155,11 +156,9 @@ def run(argv: Sequence[str]) -> int:
     try:
         if len(argv) > 1:
             raise ValueError(f"Unexpected positional arguments {list(argv[1:])}; every option is a --flag.")
+        require_tensorflow_backend("search.train")
         import keras
 
-        if keras.backend.backend() != "tensorflow":
-            raise ValueError(f"search.train needs the TensorFlow backend (KERAS_BACKEND={keras.backend.backend()}); "
-                             "unset KERAS_BACKEND or set it to tensorflow.")
         strategy, role = distribution.make_strategy(FLAGS.distribution)   # first: before any TensorFlow op
         replicas = strategy.num_replicas_in_sync if strategy else 1
         genotype, source = load_genotype(FLAGS.genotype)
@@ -193,7 +192,7 @@ def run(argv: Sequence[str]) -> int:
         trainer = TransferTrainer(genotype, recipe, data, run_dir, strategy=strategy, jit_compile=FLAGS.jit_compile,
                                   checkpoint_every_steps=FLAGS.checkpoint_every_steps, seed=FLAGS.seed)
         metrics = trainer.train()
-    except (ValueError, DatasetNotPreparedError, ImportError, FloatingPointError) as err:
+    except (ValueError, DatasetNotPreparedError, ImportError, FloatingPointError, NotTensorFlowBackendError) as err:
         return _error(str(err))
     except KeyboardInterrupt:
         print(f"\nInterrupted. Re-run the same command to resume from the last checkpoint in {FLAGS.directory}.",
