@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import keras
@@ -190,7 +191,23 @@ def export_tflite(model: keras.Model, path: str, quantize: Optional[str] = None,
                          "CLI: --representative).")
     _refuse_existing(path, overwrite)
     graph = _fixed_input(inference_graph(model), input_shape)
-    converter = tf.lite.TFLiteConverter.from_keras_model(graph)
+    with tempfile.TemporaryDirectory() as saved:
+        # Through a SavedModel written quietly: `TFLiteConverter.from_keras_model` writes one itself and prints
+        # every captured variable (~1,000 lines for NASNetMobile).
+        graph.export(saved, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        flatbuffer = _convert(converter, graph, quantize, representative_data, num_calibration)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(flatbuffer)
+    _replace(tmp, path)
+    return path
+
+
+def _convert(converter, graph: keras.Model, quantize: Optional[str], representative_data, num_calibration: int):
+    """Runs a TFLite converter: float32, or full-integer int8 calibrated on `representative_data`."""
+    import tensorflow as tf
+
     if quantize == "int8":
         calibration = representative_images(representative_data, tuple(graph.input_shape[1:]), num_calibration)
 
@@ -203,12 +220,7 @@ def export_tflite(model: keras.Model, path: str, quantize: Optional[str] = None,
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    flatbuffer = converter.convert()
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(flatbuffer)
-    _replace(tmp, path)
-    return path
+    return converter.convert()
 
 
 def tflite_interpreter(path: str, num_threads: Optional[int] = None):
