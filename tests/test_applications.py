@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nasnet_keras import model_cost
-from nasnet_keras.applications import NASNetCIFAR, NASNetLarge, NASNetMobile, decode_predictions
+from nasnet_keras.applications import NASNetCIFAR, NASNetMobile, decode_predictions
 from nasnet_keras.applications.imagenet_utils import imagenet_class_index
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,13 +32,7 @@ def test_mobile_cost(mobile):
     assert _within(cost.mult_adds, 564e6), cost
 
 
-@pytest.mark.slow
-def test_large_cost():
-    model = NASNetLarge(weights=None)
-    assert model.count_params() == 88_949_818          # keras.applications.NASNetLarge's count
-    cost = model_cost(model)
-    assert cost.params == 88_949_818
-    assert _within(cost.mult_adds, 23.8e9), cost
+# NASNetLarge's count and cost: tests/test_weights.py, test_large_parity_over_http (the suite builds it once).
 
 
 def test_cifar_6_at_768_params():

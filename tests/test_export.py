@@ -2,7 +2,6 @@
 
 import os
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -10,28 +9,16 @@ import tensorflow as tf
 from nasnet_keras import NASNET_A, NASNet
 from nasnet_keras.export import export_saved_model, export_tflite, inference_graph, main, tflite_predict
 from nasnet_keras.layers import ScheduledDropPath
-from nasnet_keras.search.data import load_dataset
 
-pytestmark = pytest.mark.xdist_group("export")
+pytestmark = pytest.mark.xdist_group("digits_nasnet")   # conftest's digits_nasnet trains once
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A small NASNet-A (N = 1, F = 8) with aux head and drop path, trained 3 epochs on digits; its held-out
-    images and labels, and its saved `.keras` file."""
-    keras.utils.set_random_seed(0)
-    data = load_dataset("digits", batch_size=32, seed=0, augment=False)
-    model = NASNet(NASNET_A, num_cells=1, filters=8, stem="cifar", input_shape=(32, 32, 3), classes=10,
-                   aux_head=True, drop_path_keep_prob=0.7, total_training_steps=150)
-    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss=["sparse_categorical_crossentropy"] * 2,
-                  loss_weights=[1.0, 0.4])
-    model.fit(data.train.map(lambda x, y: (x, (y, y))), epochs=3, verbose=0)
-    x = np.concatenate([b for b, _ in data.validation])
-    y = np.concatenate([labels for _, labels in data.validation])
-    calibration = np.concatenate([b for b, _ in data.train])[:100]
-    path = str(tmp_path_factory.mktemp("export") / "digits.keras")
-    model.save(path)
-    return model, x, y, calibration, path
+def trained(digits_nasnet):
+    """conftest's digits_nasnet (a small NASNet-A with aux head and drop path, trained on digits): the model,
+    its held-out images and labels, 100 training images for calibration, its saved `.keras` file."""
+    d = digits_nasnet
+    return d.model, d.x, d.y, d.calibration, d.path
 
 
 def test_inference_graph_drops_aux_head_and_drop_path(trained):
@@ -42,14 +29,13 @@ def test_inference_graph_drops_aux_head_and_drop_path(trained):
     np.testing.assert_allclose(graph.predict(x[:16], verbose=0), model.predict(x[:16], verbose=0)[0], atol=1e-6)
 
 
-def test_saved_model_and_tflite_float_match_keras(trained, tmp_path):
+def test_saved_model_matches_keras(trained, tmp_path):
     model, x, y, *_ = trained
     reference = inference_graph(model).predict(x, verbose=0)
     assert (reference.argmax(1) == y).mean() > 0.5       # learned (chance: 0.1), so agreement below means something
     served = tf.saved_model.load(export_saved_model(model, str(tmp_path / "served")))
     assert np.abs(served.serve(tf.constant(x)).numpy() - reference).max() <= 1e-4
-    flat = tflite_predict(export_tflite(model, str(tmp_path / "float.tflite")), x, batch_size=8)
-    assert np.abs(flat - reference).max() <= 1e-4
+    # TFLite float: test_cli_and_tflite_float_match_keras writes it through the CLI (one conversion, not two)
 
 
 def test_tflite_int8_agrees_with_float(trained, tmp_path):
@@ -93,12 +79,13 @@ def test_int8_without_representative_data_and_existing_outputs_are_refused(train
     assert existing.read_bytes() == b"keep me"
 
 
-def test_cli(trained, tmp_path, capsys):
-    model, x, _, calibration, keras_path = trained
+def test_cli_and_tflite_float_match_keras(trained, tmp_path, capsys):
+    model, x, y, calibration, keras_path = trained
     out = str(tmp_path / "cli.tflite")
     assert main([f"--model={keras_path}", "--format=tflite", f"--out={out}"]) == 0
-    reference = inference_graph(model).predict(x[:8], verbose=0)
-    assert np.abs(tflite_predict(out, x[:8]) - reference).max() <= 1e-4
+    reference = inference_graph(model).predict(x, verbose=0)
+    assert (reference.argmax(1) == y).mean() > 0.5       # learned (chance: 0.1)
+    assert np.abs(tflite_predict(out, x, batch_size=8) - reference).max() <= 1e-4     # TFLite float32 = Keras
     assert main([f"--model={keras_path}", "--format=tflite", f"--out={out}"]) == 1
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert main([f"--model={keras_path}", "--format=tflite_int8", f"--out={tmp_path / 'q.tflite'}"]) == 1
