@@ -1,5 +1,6 @@
 """The zoo on the JAX backend: tests/_backend_check.py in a fresh interpreter with KERAS_BACKEND=jax (Keras
-picks its backend once per process). PyTorch: the same script by hand (README, "Keras backends")."""
+picks its backend once per process). Marked "backends": not in the default run, `python -m pytest -m backends`
+runs it (CI's second job). PyTorch: the same script by hand (README, "Keras backends")."""
 
 import importlib.util
 import os
@@ -13,6 +14,7 @@ CHECKS = ("published_parity", "slim_checkpoint", "pnasnet", "fit_drop_path_aux",
 
 
 @pytest.mark.slow
+@pytest.mark.backends
 def test_zoo_on_jax():
     # About 3 minutes on 2 CPU cores, because under JAX every model is traced and compiled by XLA: the
     # NASNetMobile parity (~55 s, with the TensorFlow process that writes keras.applications' reference),
