@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 from nasnet_keras import NASNet, model_cost  # noqa: E402
 from nasnet_keras.genotypes import Block, Cell, Genotype  # noqa: E402
 from nasnet_keras.applications import NASNetMobile, PNASNetMobile  # noqa: E402
+from nasnet_keras.export import export_tflite, main as export_main  # noqa: E402
 from nasnet_keras.layers import ScheduledDropPath  # noqa: E402
 from nasnet_keras.tensorflow_only import NotTensorFlowBackendError  # noqa: E402
 from nasnet_keras.weights import save_weights_by_name  # noqa: E402
@@ -177,15 +178,13 @@ def _cli_error(cli, argv):
 
 def check_tensorflow_only(model, tmp):
     backend = keras.backend.backend()
-    for call in (lambda: model_cost(model),
-                 lambda: __import__("nasnet_keras.export", fromlist=["x"]).export_tflite(model, os.path.join(tmp, "m"))):
+    for call in (lambda: model_cost(model), lambda: export_tflite(model, os.path.join(tmp, "m.tflite"))):
         try:
             call()
         except NotTensorFlowBackendError as err:
             assert "KERAS_BACKEND=tensorflow" in str(err) and repr(backend) in str(err), str(err)
         else:
             raise AssertionError(f"no NotTensorFlowBackendError on {backend}")
-    from nasnet_keras.export import main as export_main
     from search.run import cli as search_cli
     from search.train import cli as train_cli
 
