@@ -40,6 +40,7 @@ from nasnet_keras.genotypes import Block, Cell, Genotype  # noqa: E402
 from nasnet_keras.applications import NASNetMobile, PNASNetMobile  # noqa: E402
 from nasnet_keras.export import export_tflite, main as export_main  # noqa: E402
 from nasnet_keras.layers import ScheduledDropPath  # noqa: E402
+from nasnet_keras.search.data_sources import _digits_arrays  # noqa: E402
 from nasnet_keras.tensorflow_only import NotTensorFlowBackendError  # noqa: E402
 from nasnet_keras.weights import save_weights_by_name  # noqa: E402
 
@@ -118,12 +119,8 @@ def check_pnasnet():
 
 
 def digits():
-    """scikit-learn's digits as 32x32 RGB in [-1, 1]: (train images, train labels, held-out images, labels)."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    images = np.kron(data.images / 8.0 - 1.0, np.ones((4, 4)))[..., None].repeat(3, axis=-1).astype("float32")
-    labels = data.target.astype("int32")
+    """The package's built-in digits (32x32 RGB in [-1, 1]): (train images, train labels, held-out images, labels)."""
+    images, labels = _digits_arrays((32, 32))
     return images[:1500], labels[:1500], images[1500:], labels[1500:]
 
 
