@@ -14,3 +14,11 @@ def every_op_genotype(combine="concat"):
             blocks.append([b % 2, left, (b + 1) if b else 1, right, combine if b % 2 else "add"])
         return {"blocks": blocks}
     return Genotype.from_dict({"name": "every-op", "normal": cell(0), "reduction": cell(5)})
+
+
+def one_block_genotype():
+    """The smallest cells of the space: one block each (a separable conv beside an identity / a max pool), for tests
+    whose point does not depend on the cell (a graph of few ops converts and traces in seconds)."""
+    return Genotype.from_dict({"name": "one-block",
+                               "normal": {"blocks": [[0, "sep_conv_3x3", 1, "identity", "add"]]},
+                               "reduction": {"blocks": [[0, "sep_conv_3x3", 1, "max_pool_3x3", "add"]]}})
