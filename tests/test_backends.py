@@ -1,5 +1,5 @@
 """The zoo on the JAX backend: tests/_backend_check.py in a fresh interpreter with KERAS_BACKEND=jax (Keras
-picks its backend once per process). Marked "backends": not in the default run, `python -m pytest -m backends`
+picks its backend once per process). Marked "backends": not in the default run, `pip install '.[backends]' && python -m pytest -m backends`
 runs it (CI's second job). PyTorch: the same script by hand (README, "Keras backends")."""
 
 import importlib.util
@@ -20,7 +20,7 @@ def test_zoo_on_jax():
     # NASNetMobile parity (~55 s, with the TensorFlow process that writes keras.applications' reference),
     # PNASNetMobile's build (~25 s) and a 3-epoch fit of a small network with drop path and aux head (~80 s,
     # the fewest epochs after which it clearly beats chance). One interpreter pays JAX's start-up once.
-    assert importlib.util.find_spec("jax") is not None, "pip install '.[test]' installs jax[cpu]"
+    assert importlib.util.find_spec("jax") is not None, "jax is missing: pip install '.[backends]' (jax[cpu])"
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2",
            "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "_backend_check.py")], cwd=ROOT, env=env,
