@@ -320,17 +320,18 @@ def test_resume_after_sigkill_replays_the_same_search(tmp_path):
 
 @pytest.mark.slow
 def test_rl_beats_random_search(tmp_path):
-    """With a learnable objective and a raised learning rate, RL's last 100 of 400 trials beat random's.
+    """With a learnable objective and a raised learning rate, RL's last 100 of 250 trials beat random's.
 
-    About a minute: 3 seeds x 400 trials x 2 oracles, because a difference in mean reward is only a claim when
-    it holds over several seeds and enough PPO updates (20 per seed); fewer trials make it a coin toss."""
+    About 35 s: 3 seeds x 250 trials x 2 oracles, because a difference in mean reward is only a claim when
+    it holds over several seeds and enough PPO updates (12 per seed). Measured (last 100, RL vs random):
+    0.53 / 0.61 / 0.69 vs 0.25 for seeds 1 / 2 / 3; at 400 trials 0.67 vs 0.25 (seed 1)."""
     for seed in (1, 2, 3):
         # Few duplicate resamples: a converged controller then costs fewer samples and updates.
-        rl = _api_oracle(NASNetRLOracle, tmp_path, f"rl{seed}", max_trials=400, seed=seed, learning_rate=0.02,
+        rl = _api_oracle(NASNetRLOracle, tmp_path, f"rl{seed}", max_trials=250, seed=seed, learning_rate=0.02,
                          max_duplicate_resamples=4)
-        rnd = _api_oracle(RandomCellOracle, tmp_path, f"rnd{seed}", max_trials=400, seed=seed)
-        rl_scores, rnd_scores = harness.run_api(rl, 400), harness.run_api(rnd, 400)
-        assert len(rl_scores) == len(rnd_scores) == 400
+        rnd = _api_oracle(RandomCellOracle, tmp_path, f"rnd{seed}", max_trials=250, seed=seed)
+        rl_scores, rnd_scores = harness.run_api(rl, 250), harness.run_api(rnd, 250)
+        assert len(rl_scores) == len(rnd_scores) == 250
         rl_mean, rnd_mean = np.mean(rl_scores[-100:]), np.mean(rnd_scores[-100:])
         assert 0.2 < rnd_mean < 0.3, rnd_mean  # ~0.247 expected by chance
         assert rl_mean > rnd_mean + 0.2, (seed, rl_mean, rnd_mean)
