@@ -56,6 +56,9 @@ __all__ = [
 DEFAULT_DATASET = "digits"
 
 _MAX_SHUFFLE_BUFFER = 16384
+#: Batches prefetched and map calls in parallel: fixed, as tf.data autotuning is off (`_without_autotune`).
+_PREFETCH_BATCHES = 2
+_PARALLEL_CALLS = os.cpu_count() or 1
 
 ImageSize = Union[int, Tuple[int, int]]
 
@@ -254,25 +257,34 @@ def _to_float(image, label):
     return to_signed(image), label
 
 
+def _without_autotune(ds):
+    """Fixed prefetching instead of tf.data's autotuning. With autotuning, `fit` on a quick child (47 steps)
+    often returned 2-4 s after its last step (on_train_end -> return: 0 / 2.3 / 2.9 / 4.2 s over six children,
+    the iterator's teardown); without it 0 s for ten children, the steps as fast (measured, TF 2.21, 2 cores)."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.prefetch(_PREFETCH_BATCHES).with_options(options)
+
+
 def _train_pipeline(ds, num_train, batch_size, seed, augment, flip, cache):
     if cache:
         ds = ds.cache()  # decoded uint8, before scaling: 4x less memory
     ds = ds.shuffle(min(num_train, _MAX_SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(_to_float, num_parallel_calls=_PARALLEL_CALLS, deterministic=True)
     if augment:
         # One random int64 pair per element, a new stream every epoch but the
         # same streams for the same seed: reproducible, stateless augmentation.
         randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, randoms)).map(
             lambda pair, s: (cifar_train(pair[0], s, flip=flip), pair[1]),
-            num_parallel_calls=tf.data.AUTOTUNE,
+            num_parallel_calls=_PARALLEL_CALLS,
             deterministic=True,
         )
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return _without_autotune(ds.batch(batch_size))
 
 
 def _eval_pipeline(ds, batch_size, cache):
     if cache:
         ds = ds.cache()
-    ds = ds.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(_to_float, num_parallel_calls=_PARALLEL_CALLS, deterministic=True)
+    return _without_autotune(ds.batch(batch_size))
