@@ -1,6 +1,7 @@
 """The zoo on the JAX backend: tests/_backend_check.py in a fresh interpreter with KERAS_BACKEND=jax (Keras
-picks its backend once per process). Marked "backends": not in the default run, `pip install '.[backends]' && python -m pytest -m backends`
-runs it (CI's second job). PyTorch: the same script by hand (README, "Keras backends")."""
+picks its backend once per process). Marked "backends": not in the default run;
+`pip install '.[backends]' && python -m pytest -m backends` runs it (CI's second job). PyTorch: the same
+script by hand (README, "Keras backends")."""
 
 import importlib.util
 import os

@@ -58,7 +58,7 @@ DEFAULT_DATASET = "digits"
 _MAX_SHUFFLE_BUFFER = 16384
 #: Batches prefetched and map calls in parallel: fixed, as tf.data autotuning is off (`_without_autotune`).
 _PREFETCH_BATCHES = 2
-_PARALLEL_CALLS = os.cpu_count() or 1
+_PARALLEL_CALLS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 ImageSize = Union[int, Tuple[int, int]]
 
@@ -259,8 +259,9 @@ def _to_float(image, label):
 
 def _without_autotune(ds):
     """Fixed prefetching instead of tf.data's autotuning. With autotuning, `fit` on a quick child (47 steps)
-    often returned 2-4 s after its last step (on_train_end -> return: 0 / 2.3 / 2.9 / 4.2 s over six children,
-    the iterator's teardown); without it 0 s for ten children, the steps as fast (measured, TF 2.21, 2 cores)."""
+    often returned seconds after its last step (on_train_end -> return: 4.2 / 0 / 2.9 / 2.3 / 0 / 0 s over six
+    children: the iterator's teardown); without it 0 s for ten children, the steps as fast (measured, TF 2.21,
+    2 cores)."""
     options = tf.data.Options()
     options.autotune.enabled = False
     return ds.prefetch(_PREFETCH_BATCHES).with_options(options)
