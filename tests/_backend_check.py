@@ -40,7 +40,7 @@ from nasnet_keras.genotypes import Block, Cell, Genotype  # noqa: E402
 from nasnet_keras.applications import NASNetMobile, PNASNetMobile  # noqa: E402
 from nasnet_keras.export import export_tflite, main as export_main  # noqa: E402
 from nasnet_keras.layers import ScheduledDropPath  # noqa: E402
-from nasnet_keras.search.data_sources import _digits_arrays  # noqa: E402
+from nasnet_keras.search.data_sources import DIGITS_HOLDOUT, _digits_arrays  # noqa: E402
 from nasnet_keras.tensorflow_only import NotTensorFlowBackendError  # noqa: E402
 from nasnet_keras.weights import save_weights_by_name  # noqa: E402
 
@@ -121,7 +121,8 @@ def check_pnasnet():
 def digits():
     """The package's built-in digits (32x32 RGB in [-1, 1]): (train images, train labels, held-out images, labels)."""
     images, labels = _digits_arrays((32, 32))
-    return images[:1500], labels[:1500], images[1500:], labels[1500:]
+    cut = len(images) - DIGITS_HOLDOUT           # the split load_dataset("digits") uses: the last 297 held out
+    return images[:cut], labels[:cut], images[cut:], labels[cut:]
 
 
 def small_nasnet(**kwargs):

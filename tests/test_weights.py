@@ -138,8 +138,8 @@ def test_slim_training_settings_on_the_published_weights(published_mobile, mirro
 @pytest.mark.slow
 def test_large_parity_over_http(published_large, mirror, monkeypatch):
     # The proof that the published NASNetLarge files load (88.9M weights, skip_reduction, stem of 96): one
-    # keras.applications reference and one of our models, each built once (the suite's only NASNetLarge). The no-top file takes the same
-    # layer-name mapping less the top, which the Mobile no-top parity covers.
+    # keras.applications reference and one of our models, each built once (the suite's only NASNetLarge). The
+    # no-top file takes the same layer-name mapping less the top, which the Mobile no-top parity covers.
     ours = _check_parity(published_large, True, mirror, use_env=False, monkeypatch=monkeypatch)
     assert ours.count_params() == 88_949_818           # keras.applications.NASNetLarge's count
     # Paper Table 2: NASNet-A (6 @ 4032) has 23.8B mult-adds, 88.9M params. Checked here, on the one
