@@ -28,6 +28,7 @@ import keras  # noqa: E402
 
 from nasnet_keras.applications import NASNetMobile  # noqa: E402
 from nasnet_keras.search.data import load_dataset  # noqa: E402
+from nasnet_keras.training.optimization import build_fit_state  # noqa: E402
 
 
 def main(argv=None):
@@ -62,6 +63,8 @@ def main(argv=None):
     model = keras.Model(base.input, outputs)
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
+    # Optional: create the optimizer and metric variables now, or Keras' first training step traces twice.
+    build_fit_state(model, data.train.element_spec)
     print(f"Fine-tuning NASNetMobile (weights={weights}) on {data.num_train} digits at "
           f"{args.image_size}x{args.image_size} for {args.epochs} epochs")
     model.fit(data.train, validation_data=data.validation, epochs=args.epochs, verbose=2)

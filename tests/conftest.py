@@ -35,7 +35,7 @@ def tiny_search(tmp_path_factory):
 @pytest.fixture(scope="session")
 def digits_nasnet(tmp_path_factory):
     """A small NASNet-A (N = 1, F = 8, 32x32) with the auxiliary head and drop path, trained 2 epochs on the
-    built-in digits (~80 s: tracing ~30 s, then ~0.5 s per step; 0.61 held-out accuracy on this machine, the
+    built-in digits (~65 s: tracing ~15 s, then ~0.5 s per step; 0.61 held-out accuracy on this machine, the
     tests need > 0.5), shared by the fit test of tests/test_training.py and the export tests: they run in one
     xdist group, "digits_nasnet", so it trains once. Fields: model, history (fit's), steps (training
     steps), x / y (held-out images and labels), calibration (100 training images), path (the saved .keras)."""
@@ -43,6 +43,7 @@ def digits_nasnet(tmp_path_factory):
 
     from nasnet_keras import NASNET_A, NASNet
     from nasnet_keras.search.data import load_dataset
+    from nasnet_keras.training.optimization import build_fit_state
 
     keras.utils.set_random_seed(0)
     data = load_dataset("digits", batch_size=32, seed=0, augment=False)
@@ -52,10 +53,9 @@ def digits_nasnet(tmp_path_factory):
                    aux_head=True, drop_path_keep_prob=0.7, total_training_steps=steps)
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss=["sparse_categorical_crossentropy"] * 2,
                   loss_weights=[1.0, 0.4])
-    # Without a distribution strategy Keras creates the optimizer's slots inside the first traced training
-    # step, which makes that trace ~1.5x slower; create them up front.
-    model.optimizer.build(model.trainable_variables)
-    history = model.fit(data.train.map(lambda x, y: (x, (y, y))), epochs=epochs, verbose=0)
+    train = data.train.map(lambda x, y: (x, (y, y)))
+    build_fit_state(model, train.element_spec)  # one trace of the training step instead of two
+    history = model.fit(train, epochs=epochs, verbose=0)
     x = np.concatenate([b for b, _ in data.validation])
     y = np.concatenate([labels for _, labels in data.validation])
     calibration = np.concatenate([b for b, _ in data.train])[:100]

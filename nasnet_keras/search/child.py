@@ -43,7 +43,7 @@ from nasnet_keras import genotypes as gt
 from nasnet_keras.builder import NASNet
 from nasnet_keras.cost import model_cost
 from nasnet_keras.search.data import SearchData
-from nasnet_keras.training.optimization import add_weight_decay
+from nasnet_keras.training.optimization import add_weight_decay, build_fit_state
 
 __all__ = ["ChildTrainer", "ChildTrainingFailed", "DISTRIBUTIONS", "ProgressCallback",
            "resolve_distribution_strategy"]
@@ -238,12 +238,9 @@ class ChildTrainer:
             self.learning_rate, decay_steps=self.epochs * self.data.steps_per_epoch)
         model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=self.momentum),
                       loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
-        # Create the optimizer slots and the compiled loss / metric variables now, outside the traced train
-        # step: otherwise the first `fit` creates them inside its tf.function, which then traces the whole
-        # train step twice (measured on the quick child: first step 21 s -> 10 s of CPU, same results).
-        # Keras' own `fit` does this under a distribution strategy; the method is private, hence the check.
-        if hasattr(model, "_symbolic_build"):
-            model._symbolic_build(data_batch=self.data.train.element_spec)
+        # Otherwise the first `fit` traces the whole train step twice (quick child: first step 21 s -> 10 s of
+        # CPU, same results).
+        build_fit_state(model, self.data.train.element_spec)
 
     def build_compiled(self, genotype: gt.Genotype, weights_path: Optional[str] = None) -> keras.Model:
         """`builder(genotype)` under the strategy, optionally loading weights, then `compile`d."""

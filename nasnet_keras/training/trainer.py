@@ -29,8 +29,8 @@ from nasnet_keras.builder import NASNet
 from nasnet_keras.cost import model_cost
 from nasnet_keras.training import checkpoint as ckpt
 from nasnet_keras.training.callbacks import AverageForValidation, EpochProgress, ScheduleLogger
-from nasnet_keras.training.optimization import (add_weight_decay, learning_rate_schedule, make_optimizer,
-                                                swapped_in_average)
+from nasnet_keras.training.optimization import (add_weight_decay, build_fit_state, learning_rate_schedule,
+                                                make_optimizer, swapped_in_average)
 from nasnet_keras.training.recipes import Recipe
 from nasnet_keras.training.run_directory import RunDirectory
 
@@ -220,12 +220,11 @@ class TransferTrainer:
         Under MultiWorkerMirroredStrategy Keras 3.15 builds this state inside `fit` by reducing a real first
         batch across workers, an eager reduce of `PerReplica` images that fails (tensorflow/tensorflow#72388);
         here the spec gives the same variables without touching data, and `fit`'s own build is skipped.
-        Guarded by tests/test_training_distributed.py; `_symbolic_build` is Keras' own method.
+        Guarded by tests/test_training_distributed.py.
         """
-        if not hasattr(model, "_symbolic_build"):
-            return
         with self.strategy.scope():
-            model._symbolic_build(data_batch=batch_spec)
+            if not build_fit_state(model, batch_spec):
+                return
         if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
             model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 
