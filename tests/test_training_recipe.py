@@ -10,8 +10,8 @@ from nasnet_keras import NASNET_A, PNASNET_5
 from nasnet_keras.training import checkpoint as ckpt
 from nasnet_keras.training.distribution import TFConfigError, parse_tf_config
 from nasnet_keras.training.genotype_source import GenotypeNotFoundError, load_genotype
-from nasnet_keras.training.optimization import (add_weight_decay, ema_decay_at, learning_rate_schedule,
-                                                make_optimizer, swapped_in_average)
+from nasnet_keras.training.optimization import (add_weight_decay, build_fit_state, ema_decay_at,
+                                                learning_rate_schedule, make_optimizer, swapped_in_average)
 from nasnet_keras.training.recipes import PRESETS, check_preset_fits, preset_for_images, resolve_recipe
 from nasnet_keras.training.run_directory import RunDirectory, RunMismatchError
 
@@ -116,6 +116,39 @@ def test_the_average_is_swapped_in_for_a_block_and_out_after():
     assert all(np.array_equal(a, b) for a, b in zip(inside, averages))
     after = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
     assert all(np.array_equal(a, b) for a, b in zip(after, trained))
+
+
+class _TraceCounter(keras.Model):
+    """Two outputs (a compiled loss tracker each), a metric, Adam: state Keras creates in the first step."""
+
+    def __init__(self):
+        super().__init__(name="trace_counter")
+        self.dense = keras.layers.Dense(3)
+        self.traces = 0
+
+    def call(self, x):
+        y = self.dense(x)
+        return y, y
+
+    def train_step(self, data):
+        self.traces += 1       # Python runs once per trace of the training step
+        return super().train_step(data)
+
+
+@pytest.mark.parametrize("prebuilt, traces", [(False, 2), (True, 1)])
+def test_build_fit_state_spares_fit_a_second_trace(prebuilt, traces):
+    import tensorflow as tf
+
+    model = _TraceCounter()
+    model.compile(optimizer="adam", loss=["sparse_categorical_crossentropy"] * 2, metrics=[["accuracy"], []])
+    data = tf.data.Dataset.from_tensor_slices((np.ones((8, 2), "float32"), (np.zeros(8), np.zeros(8)))).batch(4)
+    model(np.ones((1, 2), "float32"))
+    if prebuilt:
+        assert build_fit_state(model, data.element_spec)
+        assert model.optimizer.built and len(model.optimizer.variables) > 1     # slots exist before fit
+    history = model.fit(data, epochs=2, verbose=0)
+    assert model.traces == traces
+    assert len(history.history["loss"]) == 2
 
 
 # ------------------------------------------------------------------ checkpoints and run directories
