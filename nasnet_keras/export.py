@@ -3,6 +3,7 @@
     from nasnet_keras.export import export_saved_model, export_tflite, tflite_predict
     export_saved_model(model, "served/nasnet")                       # tf.saved_model.load(...).serve(images)
     export_tflite(model, "nasnet.tflite")                            # float32
+    export_tflite("served/nasnet", "nasnet.tflite")                  # float32, from the SavedModel above
     export_tflite(model, "nasnet_int8.tflite", quantize="int8", representative_data="calibration_images/")
     probs = tflite_predict("nasnet_int8.tflite", images)             # float in, float out, any batch size
 
@@ -158,25 +159,30 @@ def representative_images(source, input_shape: Tuple[int, int, int], limit: int 
     return np.asarray(preprocess(np.stack([np.asarray(x, np.float32) for x in images])), np.float32)
 
 
-def export_tflite(model: keras.Model, path: str, quantize: Optional[str] = None, representative_data=None,
-                  input_shape: Optional[Sequence[int]] = None, num_calibration: int = 100,
+def export_tflite(model: Union[keras.Model, str, os.PathLike], path: str, quantize: Optional[str] = None,
+                  representative_data=None, input_shape: Optional[Sequence[int]] = None, num_calibration: int = 100,
                   overwrite: bool = False) -> str:
     """Writes `inference_graph(model)` as a TFLite flatbuffer. Returns `path`.
 
     Args:
-        model: a Keras model (zoo or `NASNet(genotype)`).
+        model: a Keras model (zoo or `NASNet(genotype)`), or the directory
+            `export_saved_model` wrote: converted as it is, which spares
+            writing the SavedModel a Keras model is converted through (much
+            of a conversion's time) when both files are wanted.
         path: output file.
         quantize: None (float32, default) or ``"int8"`` (full-integer
             post-training quantization, int8 input and output).
         representative_data: with ``"int8"``: calibration images (see
             `representative_images`).
-        input_shape: `(h, w, c)`, required when the model's size is unknown.
+        input_shape: `(h, w, c)`, required when the Keras model's size is
+            unknown (a SavedModel keeps the size it was exported with).
         num_calibration: calibration images used (default 100).
         overwrite: replace an existing `path`.
 
     Raises:
         ValueError: unknown spatial size without `input_shape`, int8 without
-            `representative_data`, an unknown `quantize`.
+            `representative_data`, an unknown `quantize`, a directory that is
+            not a SavedModel of one fixed-size image input.
         FileExistsError: `path` exists and not `overwrite`.
         NotTensorFlowBackendError: Keras runs on another backend.
     """
@@ -190,13 +196,22 @@ def export_tflite(model: keras.Model, path: str, quantize: Optional[str] = None,
                          "activation ranges (an array of model inputs, a directory of images or 'tfds:<name>'; "
                          "CLI: --representative).")
     _refuse_existing(path, overwrite)
-    graph = _fixed_input(inference_graph(model), input_shape)
-    with tempfile.TemporaryDirectory() as saved:
-        # Through a SavedModel written quietly: `TFLiteConverter.from_keras_model` writes one itself and prints
-        # every captured variable (~1,000 lines for NASNetMobile).
-        graph.export(saved, format="tf_saved_model", verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
-        flatbuffer = _convert(converter, graph, quantize, representative_data, num_calibration)
+    if isinstance(model, (str, os.PathLike)):
+        if input_shape is not None:
+            raise ValueError("input_shape applies to a Keras model; a SavedModel is converted with the input size "
+                             "it was exported with.")
+        shape = _saved_model_input_shape(os.fspath(model))
+        converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(model))
+        flatbuffer = _convert(converter, shape, quantize, representative_data, num_calibration)
+    else:
+        graph = _fixed_input(inference_graph(model), input_shape)
+        with tempfile.TemporaryDirectory() as saved:
+            # Through a SavedModel written quietly: `TFLiteConverter.from_keras_model` writes one itself and
+            # prints every captured variable (~1,000 lines for NASNetMobile).
+            graph.export(saved, format="tf_saved_model", verbose=False)
+            converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+            flatbuffer = _convert(converter, tuple(graph.input_shape[1:]), quantize, representative_data,
+                                  num_calibration)
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
         f.write(flatbuffer)
@@ -204,12 +219,35 @@ def export_tflite(model: keras.Model, path: str, quantize: Optional[str] = None,
     return path
 
 
-def _convert(converter, graph: keras.Model, quantize: Optional[str], representative_data, num_calibration: int):
+def _saved_model_input_shape(saved: str) -> Tuple[int, int, int]:
+    """The `(h, w, c)` input of the ``serving_default`` signature of the SavedModel in directory `saved`."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb = os.path.join(saved, "saved_model.pb")
+    if not os.path.isfile(pb):
+        raise ValueError(f"{saved!r} is not a SavedModel directory (no saved_model.pb); pass a Keras model or a "
+                         "directory written by export_saved_model.")
+    proto = saved_model_pb2.SavedModel()
+    with open(pb, "rb") as f:
+        proto.ParseFromString(f.read())
+    signature = proto.meta_graphs[0].signature_def.get("serving_default") if proto.meta_graphs else None
+    if signature is None or len(signature.inputs) != 1:
+        raise ValueError(f"The SavedModel in {saved!r} has no serving_default signature with one input; write it "
+                         "with export_saved_model.")
+    dims = tuple(d.size for d in next(iter(signature.inputs.values())).tensor_shape.dim)
+    if len(dims) != 4 or any(d < 0 for d in dims[1:]):
+        raise ValueError(f"The SavedModel in {saved!r} takes images of unknown size {dims[1:]}; TFLite needs a "
+                         "fixed one: convert the Keras model with input_shape=(height, width, channels) instead.")
+    return dims[1:]
+
+
+def _convert(converter, input_shape: Tuple[int, int, int], quantize: Optional[str], representative_data,
+             num_calibration: int):
     """Runs a TFLite converter: float32, or full-integer int8 calibrated on `representative_data`."""
     import tensorflow as tf
 
     if quantize == "int8":
-        calibration = representative_images(representative_data, tuple(graph.input_shape[1:]), num_calibration)
+        calibration = representative_images(representative_data, input_shape, num_calibration)
 
         def batches():
             for image in calibration:

@@ -31,19 +31,26 @@ def test_inference_graph_drops_aux_head_and_drop_path(trained):
     np.testing.assert_allclose(graph.predict(x[:16], verbose=0), model.predict(x[:16], verbose=0)[0], atol=1e-6)
 
 
-def test_saved_model_matches_keras(trained, tmp_path):
+@pytest.fixture(scope="module")
+def saved_model(trained, tmp_path_factory):
+    """The trained model's SavedModel directory (written once: the int8 test converts it)."""
+    return export_saved_model(trained[0], str(tmp_path_factory.mktemp("export") / "served"))
+
+
+def test_saved_model_matches_keras(trained, saved_model):
     model, x, y, *_ = trained
     reference = inference_graph(model).predict(x, verbose=0)
     assert (reference.argmax(1) == y).mean() > 0.5       # learned (chance: 0.1), so agreement below means something
-    served = tf.saved_model.load(export_saved_model(model, str(tmp_path / "served")))
+    served = tf.saved_model.load(saved_model)
     assert np.abs(served.serve(tf.constant(x)).numpy() - reference).max() <= 1e-4
     # TFLite float: test_cli_and_tflite_float_match_keras writes it through the CLI (one conversion, not two)
 
 
-def test_tflite_int8_agrees_with_float(trained, tmp_path):
+def test_tflite_int8_agrees_with_float(trained, saved_model, tmp_path):
     model, x, y, calibration, _ = trained
     reference = inference_graph(model).predict(x, verbose=0).argmax(1)
-    path = export_tflite(model, str(tmp_path / "int8.tflite"), quantize="int8", representative_data=calibration)
+    # From the SavedModel (the Keras model's own path is the CLI test's): no second SavedModel to write.
+    path = export_tflite(saved_model, str(tmp_path / "int8.tflite"), quantize="int8", representative_data=calibration)
     quantized = tflite_predict(path, x).argmax(1)
     assert (quantized == reference).mean() >= 0.9
     assert (quantized == y).mean() > 0.5
@@ -68,6 +75,9 @@ def test_unknown_input_size_needs_input_shape(tmp_path):
     path = export_tflite(model, str(tmp_path / "m.tflite"), input_shape=(32, 32, 3))
     x = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
     assert np.abs(tflite_predict(path, x) - model.predict(x, verbose=0)).max() <= 1e-4
+    saved = export_saved_model(model, str(tmp_path / "served"))          # a SavedModel keeps the unknown size
+    with pytest.raises(ValueError, match=r"unknown size \(-1, -1, 3\); TFLite needs a fixed one"):
+        export_tflite(saved, str(tmp_path / "s.tflite"))
 
 
 def test_int8_without_representative_data_and_existing_outputs_are_refused(trained, tmp_path):
@@ -81,6 +91,10 @@ def test_int8_without_representative_data_and_existing_outputs_are_refused(train
     with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
         export_saved_model(model, str(tmp_path))
     assert existing.read_bytes() == b"keep me"
+    with pytest.raises(ValueError, match="is not a SavedModel directory"):
+        export_tflite(str(tmp_path), str(tmp_path / "s.tflite"))
+    with pytest.raises(ValueError, match="input_shape applies to a Keras model"):
+        export_tflite(str(tmp_path), str(tmp_path / "s.tflite"), input_shape=(32, 32, 3))
 
 
 def test_cli_and_tflite_float_match_keras(trained, tmp_path, capsys):
