@@ -101,6 +101,22 @@ def test_eager_score_matches_keras_evaluate_on_the_reward_set():
     assert sum(float(keras.ops.convert_to_numpy(l)) for l in model.losses) > 0.05   # the penalty is counted
 
 
+def test_children_of_a_few_steps_train_eagerly_and_the_rest_traced():
+    few = _trainer(0.0)                                              # 64 images, batch 32, 1 epoch: 2 steps
+    longer = ChildTrainer(load_dataset("digits", batch_size=32, seed=0), weight_decay=0.0, **CHILD)   # 47 steps
+    assert few.data.steps_per_epoch == 2 and longer.data.steps_per_epoch == 47
+    assert few.trains_eagerly and not longer.trains_eagerly
+    for trainer, eager in ((few, True), (longer, False)):
+        model = trainer.build(GENOTYPE)
+        trainer.compile(model)
+        assert model.run_eagerly is eager
+    import tensorflow as tf
+
+    one_device = ChildTrainer(few.data, weight_decay=0.0, strategy=tf.distribute.OneDeviceStrategy("/cpu:0"),
+                              **CHILD)
+    assert not one_device.trains_eagerly                               # under a strategy: traced as before
+
+
 class _Ticks(keras.callbacks.Callback):
     def __init__(self, ticks):
         super().__init__()
