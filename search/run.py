@@ -162,8 +162,8 @@ flags.DEFINE_integer("max_consecutive_failed_trials", 3, "Stop after this many f
 flags.DEFINE_integer("max_retries_per_trial", 1, "Re-runs of a child whose process hung or crashed before its trial "
                      "is FAILED (a diverged child fails at once).", lower_bound=0)
 flags.DEFINE_float("trial_timeout", 900.0, "Seconds a child may make no training progress (graph tracing before "
-                   "the first step included) before its process is killed and the trial re-run or failed.",
-                   lower_bound=1.0)
+                   "the first step included) before its process is killed and the trial re-run or failed. A fresh "
+                   "child process may take max(this, 300) s to start (imports, dataset).", lower_bound=1.0)
 flags.DEFINE_float("chief_timeout", 600.0, "Distributed workers: seconds to wait for an unreachable chief (e.g. "
                    "while it restarts) before exiting with an error.", lower_bound=1.0)
 flags.DEFINE_integer("trials_per_worker", 20, "Children trained by one worker process before it is replaced "

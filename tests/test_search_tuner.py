@@ -200,6 +200,8 @@ def _rss_mb(pid=None):
 @pytest.mark.slow
 def test_memory_stays_flat_across_trials_with_worker_processes(tmp_path):
     """Children train in a recycled child process: the search process does not grow, the process is replaced.
+    A fresh process's start-up is not held to trial_timeout: 6 s is shorter than importing TensorFlow here
+    (7-10 s) and several times these children's longest silence while training.
 
     About a minute: 5 children in 3 fresh processes (each imports TensorFlow and loads the data), the
     fewest that show recycling twice."""
@@ -214,7 +216,7 @@ def test_memory_stays_flat_across_trials_with_worker_processes(tmp_path):
 
     oracle = RandomCellOracle(max_trials=5, space=TINY, seed=4)
     tuner = Probe(oracle, "digits", data_options=DATA_OPTIONS, trials_per_worker=2, directory=str(tmp_path),
-                  project_name="p", verbose=0, seed=0, **CHILD)
+                  project_name="p", verbose=0, seed=0, trial_timeout=6, **CHILD)
     assert tuner.isolation == "process"
     tuner.search()
     assert [oracle.trials[t].status for t in oracle.start_order] == ["COMPLETED"] * 5

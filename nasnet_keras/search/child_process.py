@@ -25,7 +25,9 @@ Faults, each raised as an error that Keras Tuner turns into an INVALID trial
 * `ChildHungError`: no message for ``trial_timeout`` seconds (a child stuck in
   a collective, a data loader, a deadlock): the child is killed (SIGKILL).
   The timeout covers the longest silent stretch of a healthy child, which is
-  graph tracing before the first step.
+  graph tracing before the first step. A fresh process's start-up (importing
+  TensorFlow, loading the dataset) is not training: it may take up to
+  ``max(trial_timeout, STARTUP_TIMEOUT_S)`` seconds.
 * `ChildCrashedError`: the child exited (a segfault, the out-of-memory killer,
   an ``os._exit``) with the signal or exit code and its log's last lines.
 
@@ -50,11 +52,14 @@ from typing import Any, Callable, Dict, List, Optional
 
 import nasnet_keras
 
-__all__ = ["ISOLATIONS", "ChildCrashedError", "ChildHungError", "ChildProcess", "ChildProcessFault", "choose_isolation",
-           "limit_parent_gpu_memory"]
+__all__ = ["ISOLATIONS", "STARTUP_TIMEOUT_S", "ChildCrashedError", "ChildHungError", "ChildProcess",
+           "ChildProcessFault", "choose_isolation", "limit_parent_gpu_memory"]
 
 #: Where children train: a recycled subprocess, or the search process itself.
 ISOLATIONS = ("process", "none")
+
+#: Seconds a fresh child process may take to start (imports, dataset) when ``trial_timeout`` is shorter.
+STARTUP_TIMEOUT_S = 300.0
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(nasnet_keras.__file__)))
 
@@ -94,7 +99,8 @@ class ChildProcess:
         trials_per_child: children trained before the process is replaced.
         log_path: file that receives everything the child prints.
         trial_timeout: seconds without progress before the child is killed
-            (`ChildHungError`); ``None`` waits forever.
+            (`ChildHungError`); ``None`` waits forever. A fresh process's
+            start-up may take ``max(trial_timeout, STARTUP_TIMEOUT_S)``.
     """
 
     def __init__(self, config: Dict[str, Any], trials_per_child: int, log_path: str,
@@ -135,7 +141,8 @@ class ChildProcess:
         self._trials = 0
         self.starts += 1
         self._send(self.config)
-        reply = self._next_message("start-up", "loading the data")
+        startup = None if self.trial_timeout is None else max(self.trial_timeout, STARTUP_TIMEOUT_S)
+        reply = self._next_message("start-up", "loading the data", timeout=startup)
         if reply.get("status") == "error":
             self.close()
             raise RuntimeError(f"The child-training process could not start: {reply.get('reason')}\n"
@@ -154,15 +161,17 @@ class ChildProcess:
         except BrokenPipeError:
             pass  # the child is gone: `_next_message` reports how it ended
 
-    def _next_message(self, phase: str, step: Any) -> Dict[str, Any]:
-        """The child's next message; raises `ChildHungError` / `ChildCrashedError` on a fault."""
+    def _next_message(self, phase: str, step: Any, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """The child's next message (waiting up to ``timeout``, default ``trial_timeout``); raises
+        `ChildHungError` / `ChildCrashedError` on a fault."""
+        timeout = self.trial_timeout if timeout is None else timeout
         try:
-            line = self._lines.get(timeout=self.trial_timeout)
+            line = self._lines.get(timeout=timeout)
         except queue.Empty:
             pid = self.pid
             self.kill()
             raise ChildHungError(
-                f"The child made no progress for {self.trial_timeout:g} s (last progress: {phase}, {step}); its "
+                f"The child made no progress for {timeout:g} s (last progress: {phase}, {step}); its "
                 f"process {pid} was killed. If healthy children are this slow (e.g. graph tracing of a large "
                 f"child), raise --trial_timeout. Log: {self.log_path}") from None
         if line is None:
