@@ -32,23 +32,31 @@ def test_inference_graph_drops_aux_head_and_drop_path(trained):
 
 
 @pytest.fixture(scope="module")
+def keras_scores(trained):
+    """`inference_graph(model)`'s outputs on the held-out images, the reference every export is held to
+    (computed once: each new inference graph traces its own predict function)."""
+    model, x, y, *_ = trained
+    scores = inference_graph(model).predict(x, verbose=0)
+    assert (scores.argmax(1) == y).mean() > 0.5       # learned (chance: 0.1), so agreement below means something
+    return scores
+
+
+@pytest.fixture(scope="module")
 def saved_model(trained, tmp_path_factory):
     """The trained model's SavedModel directory (written once: the int8 test converts it)."""
     return export_saved_model(trained[0], str(tmp_path_factory.mktemp("export") / "served"))
 
 
-def test_saved_model_matches_keras(trained, saved_model):
-    model, x, y, *_ = trained
-    reference = inference_graph(model).predict(x, verbose=0)
-    assert (reference.argmax(1) == y).mean() > 0.5       # learned (chance: 0.1), so agreement below means something
+def test_saved_model_matches_keras(trained, saved_model, keras_scores):
+    x, reference = trained[1], keras_scores
     served = tf.saved_model.load(saved_model)
     assert np.abs(served.serve(tf.constant(x)).numpy() - reference).max() <= 1e-4
     # TFLite float: test_cli_and_tflite_float_match_keras writes it through the CLI (one conversion, not two)
 
 
-def test_tflite_int8_agrees_with_float(trained, saved_model, tmp_path):
-    model, x, y, calibration, _ = trained
-    reference = inference_graph(model).predict(x, verbose=0).argmax(1)
+def test_tflite_int8_agrees_with_float(trained, saved_model, keras_scores, tmp_path):
+    _, x, y, calibration, _ = trained
+    reference = keras_scores.argmax(1)
     # From the SavedModel (the Keras model's own path is the CLI test's): no second SavedModel to write.
     path = export_tflite(saved_model, str(tmp_path / "int8.tflite"), quantize="int8", representative_data=calibration)
     quantized = tflite_predict(path, x).argmax(1)
@@ -97,13 +105,11 @@ def test_int8_without_representative_data_and_existing_outputs_are_refused(train
         export_tflite(str(tmp_path), str(tmp_path / "s.tflite"), input_shape=(32, 32, 3))
 
 
-def test_cli_and_tflite_float_match_keras(trained, tmp_path, capsys):
-    model, x, y, calibration, keras_path = trained
+def test_cli_and_tflite_float_match_keras(trained, keras_scores, tmp_path, capsys):
+    _, x, _, _, keras_path = trained
     out = str(tmp_path / "cli.tflite")
     assert main([f"--model={keras_path}", "--format=tflite", f"--out={out}"]) == 0
-    reference = inference_graph(model).predict(x, verbose=0)
-    assert (reference.argmax(1) == y).mean() > 0.5       # learned (chance: 0.1)
-    assert np.abs(tflite_predict(out, x, batch_size=8) - reference).max() <= 1e-4     # TFLite float32 = Keras
+    assert np.abs(tflite_predict(out, x, batch_size=8) - keras_scores).max() <= 1e-4     # TFLite float32 = Keras
     assert main([f"--model={keras_path}", "--format=tflite", f"--out={out}"]) == 1
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert main([f"--model={keras_path}", "--format=tflite_int8", f"--out={tmp_path / 'q.tflite'}"]) == 1
