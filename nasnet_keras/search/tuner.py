@@ -91,7 +91,8 @@ class CellSearchTuner(keras_tuner.Tuner):
             before its process is killed and the trial fails as INVALID (the
             oracle re-runs it ``max_retries_per_trial`` times). Default 900;
             ``None``: wait forever. Needs ``isolation="process"``. A fresh
-            child process's start-up may take ``max(trial_timeout, 300)``.
+            child process's start-up may take ``max(trial_timeout,
+            child_process.STARTUP_TIMEOUT_S)``.
         chief_timeout: distributed workers: seconds to wait for an
             unreachable chief (restarting, say) before giving up with a clear
             error (default 600).
