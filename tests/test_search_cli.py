@@ -17,11 +17,6 @@ from _cli import subprocess_env as _env  # noqa: E402
 pytestmark = pytest.mark.xdist_group("tiny_search")
 
 
-def _run_cli(args, cwd, timeout=300):
-    return subprocess.run([sys.executable, "-m", "search.run"] + list(args), cwd=cwd, env=_env(),
-                          capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def searched(tiny_search):
     """The session's tiny search (tests/conftest.py): its working directory and `subprocess` result."""
@@ -235,12 +230,15 @@ def test_search_space_flags_reach_the_oracle_and_tuner(monkeypatch):
     assert built["oracle"].controller.num_choices[2:5] == (5, 5, 1)  # op0, op1, combine of the first block
 
 
-def test_all_children_failing_exits_with_the_reason(tmp_path):
-    """A learning rate of 1e30 makes every child's loss NaN: the CLI stops after the failure limit."""
-    result = _run_cli(TINY_FLAGS + ["--learning_rate=1e30", "--max_consecutive_failed_trials=2",
-                                    "--directory=out", "--oracle=random"], tmp_path)
-    assert result.returncode == 1
-    assert "error: The search stopped: the last 2 trials all failed" in result.stderr
-    assert "loss became nan" in result.stderr and "Traceback" not in result.stderr + result.stdout
+def test_all_children_failing_exits_with_the_reason(tmp_path, capsys):
+    """A learning rate of 1e30 makes every child's loss NaN: the CLI stops after the failure limit. In this
+    process (`cli`, the command line's code path; the children still train in their own process): the same
+    stop across real chief and worker processes is tests/test_search_faults.py's (e)."""
+    code = run.cli(["nasnet-search"] + TINY_FLAGS + ["--learning_rate=1e30", "--max_consecutive_failed_trials=2",
+                                                     f"--directory={tmp_path / 'out'}", "--oracle=random"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "error: The search stopped: the last 2 trials all failed" in err
+    assert "loss became nan" in err and "Traceback" not in err + out
     with open(tmp_path / "out" / "random" / "trials.csv", newline="") as f:
         assert [r["status"] for r in csv.DictReader(f)] == ["FAILED", "FAILED"]
