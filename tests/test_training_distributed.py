@@ -131,8 +131,8 @@ _MIRRORED = textwrap.dedent("""
 
 def test_mirrored_over_two_cpus_matches_one_device(tmp_path):
     """One step of the cifar recipe (aux head, drop path, L2, clipping) on 1 device and on 2 logical CPU replicas
-    from the same weights: the same weights, BatchNorm statistics and drop-path step counters (~50 s: a fresh TensorFlow, two
-    models traced, one of them under a strategy)."""
+    from the same weights: the same weights, BatchNorm statistics and drop-path step counters (~50 s: a fresh
+    TensorFlow, two models traced, one of them under a strategy)."""
     out = subprocess.run([sys.executable, "-c", _MIRRORED], capture_output=True, text=True, timeout=300, cwd=ROOT,
                          env={**subprocess_env(), "GENOTYPE": json.dumps(ONE_BLOCK), "RUN_DIR": str(tmp_path)})
     assert out.returncode == 0, out.stderr[-3000:]
