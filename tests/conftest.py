@@ -6,8 +6,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # TensorFlow subprocesses on top; TensorFlow's default of one intra-op thread per core then oversubscribes the
 # cores. One core's share per test process cut a 2-process run of two training tests from 79.6 to 75.7 CPU-s
 # (49 -> 42 s wall). Subprocesses inherit it through os.environ.
-os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(
-    1, len(os.sched_getaffinity(0)) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))))
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)  # not on macOS
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS",
+                      str(max(1, _CPUS // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))))
 
 import subprocess  # noqa: E402
 import sys  # noqa: E402

@@ -12,6 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from nasnet_keras.genotypes import Genotype  # noqa: E402
 from nasnet_keras.search import ChildTrainer, load_dataset  # noqa: E402
@@ -110,8 +111,6 @@ def test_children_of_a_few_steps_train_eagerly_and_the_rest_traced():
         model = trainer.build(GENOTYPE)
         trainer.compile(model)
         assert model.run_eagerly is eager
-    import tensorflow as tf
-
     one_device = ChildTrainer(few.data, weight_decay=0.0, strategy=tf.distribute.OneDeviceStrategy("/cpu:0"),
                               **CHILD)
     assert not one_device.trains_eagerly                               # under a strategy: traced as before

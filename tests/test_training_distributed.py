@@ -11,14 +11,13 @@ import pytest
 import numpy as np
 
 from _cli import ROOT, subprocess_env
+from _genotypes import one_block_genotype
 from nasnet_keras.search.local_workers import free_port
 
 pytestmark = pytest.mark.xdist_group("processes")
 
 # One block per cell: the smallest network the recipe builds (tracing dominates these tests).
-ONE_BLOCK = {"name": "one_block",
-             "normal": {"blocks": [[0, "sep_conv_3x3", 1, "identity", "add"]]},
-             "reduction": {"blocks": [[0, "avg_pool_3x3", 1, "sep_conv_3x3", "add"]]}}
+ONE_BLOCK = one_block_genotype().to_dict()
 
 
 def _arrays(path):
