@@ -1,7 +1,7 @@
 """Fine-tune NASNetMobile on a small real image dataset, offline, with plain `model.fit`.
 
-The data is scikit-learn's handwritten digits (1,797 real 8x8 scans that ship
-with scikit-learn), upscaled to `--image_size` RGB images in [-1, 1], the
+The data is the UCI handwritten digits (1,797 real 8x8 scans that ship with
+nasnet-keras), upscaled to `--image_size` RGB images in [-1, 1], the
 range `nasnet_keras.applications.preprocess_input` produces. The last 297
 images are held out for evaluation.
 

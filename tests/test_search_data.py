@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import hashlib
 import socket
 
 import numpy as np
@@ -9,7 +10,6 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
-from sklearn.datasets import load_digits
 
 from nasnet_keras.search import data_sources
 from nasnet_keras.search.data import (
@@ -85,6 +85,29 @@ def test_default_is_digits_and_loads_offline(no_network):
     assert d.class_names == tuple("0123456789")
 
 
+def _packaged_digits():
+    """digits.npz read directly (not through the loader): uint8 images (1797, 8, 8) and labels."""
+    with np.load(os.path.join(os.path.dirname(data_sources.__file__), "digits.npz")) as stored:
+        return stored["images"], stored["labels"]
+
+
+def test_the_packaged_digits_are_scikit_learns_uci_digits():
+    images, labels = _packaged_digits()
+    assert images.shape == (1797, 8, 8) and images.dtype == np.uint8 and labels.shape == (1797,)
+    assert images.max() == 16
+    # The first image and the class counts as scikit-learn's documentation of load_digits prints them.
+    np.testing.assert_array_equal(images[0], [[0, 0, 5, 13, 9, 1, 0, 0], [0, 0, 13, 15, 10, 15, 5, 0],
+                                              [0, 3, 15, 2, 0, 11, 8, 0], [0, 4, 12, 0, 0, 8, 8, 0],
+                                              [0, 5, 8, 0, 0, 9, 8, 0], [0, 4, 11, 0, 1, 12, 7, 0],
+                                              [0, 2, 14, 5, 10, 12, 0, 0], [0, 0, 6, 13, 10, 0, 0, 0]])
+    assert np.bincount(labels).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    # Every byte, as scikit-learn 1.9.1's load_digits() returns them (images and target as uint8).
+    assert hashlib.sha256(images.tobytes()).hexdigest() == (
+        "8f26b2bd9d135c256808f68f14fdabddde6d9c7f869ae419704b051f0f14b3b3")
+    assert hashlib.sha256(labels.tobytes()).hexdigest() == (
+        "8ba4f891220f5e4c9c819638d1602d74b83618f167043c6da52a2a247841ddf0")
+
+
 def test_digits_shapes_dtypes_ranges_and_sizes():
     d = load_dataset("digits", batch_size=128, augment=False)
     x, y = next(iter(d.train))
@@ -104,7 +127,7 @@ def test_digits_shapes_dtypes_ranges_and_sizes():
 
 
 def test_digits_reward_set_is_last_examples_and_fixed():
-    target = load_digits().target
+    stored_images, target = _packaged_digits()
     for seed in (0, 7):
         d = load_dataset("digits", seed=seed, batch_size=64)
         _, yv = _all(d.validation)
@@ -112,10 +135,10 @@ def test_digits_reward_set_is_last_examples_and_fixed():
         _, yt = _all(d.train)
         # Training set is exactly the rest (as a multiset of labels).
         np.testing.assert_array_equal(np.sort(yt), np.sort(target[:-DIGITS_HOLDOUT]))
-    # Native 8x8 size: the reward images are the sklearn images, rescaled.
+    # Native 8x8 size: the reward images are the stored images, rescaled.
     d8 = load_dataset("digits", image_size=8, batch_size=500)
     xv, _ = _all(d8.validation)
-    expected = load_digits().images[-DIGITS_HOLDOUT:] / 8.0 - 1.0
+    expected = stored_images[-DIGITS_HOLDOUT:] / 8.0 - 1.0
     np.testing.assert_allclose(xv[..., 0], expected, atol=1e-6)
 
 

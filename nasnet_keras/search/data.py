@@ -4,10 +4,11 @@
 (optionally augmented), a batched *reward* (validation) dataset whose accuracy
 is the controller's reward, and the metadata a child model needs.
 
-The sources -- ``"digits"`` (the default, `DEFAULT_DATASET`: scikit-learn's
-offline 8x8 digits upscaled to 32x32 RGB), a tensorflow-datasets name, or a
-directory with one sub-folder of images per class -- and how each splits off
-its reward set are in `nasnet_keras.search.data_sources`. This module turns a
+The sources -- ``"digits"`` (the default, `DEFAULT_DATASET`: the UCI 8x8
+handwritten digits that ship with the package, upscaled to 32x32 RGB), a
+tensorflow-datasets name, or a directory with one sub-folder of images per
+class -- and how each splits off its reward set are in
+`nasnet_keras.search.data_sources`. This module turns a
 source into the batched pipelines.
 
 Preprocessing: images become float32 in [-1, 1] (``x / 127.5 - 1`` for uint8
@@ -186,7 +187,6 @@ def load_dataset(
             a tfds dataset that is not image classification, or a directory
             with no images / fewer than two classes.
         DatasetNotPreparedError: the tfds dataset is not prepared locally.
-        ImportError: ``"digits"`` without scikit-learn installed.
     """
     check_positive("batch_size", batch_size)
     if max_train_examples is not None:

@@ -7,7 +7,7 @@ a fixed-order validation dataset, and the metadata the model needs.
 Sources (read with `nasnet_keras.search.data_sources`, the cell search's
 loaders, always at their native size):
 
-* ``"digits"``: scikit-learn's digits at 32x32 (offline); validation = the
+* ``"digits"``: the packaged UCI handwritten digits at 32x32 (offline); validation = the
   last `DIGITS_HOLDOUT` (297) images, as in the search.
 * a tensorflow-datasets name: train = the whole ``train`` split; validation =
   the ``validation`` split, else ``test``, else ``validation_fraction`` held
