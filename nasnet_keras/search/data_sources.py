@@ -141,7 +141,7 @@ def _resolve_holdout(holdout: Union[int, float, None], total: int, default, what
 # order scikit-learn's ``load_digits`` gives it: ``images`` uint8 (1797, 8, 8),
 # ink counts 0..16 per 4x4 block of the 32x32 scan, ``labels`` uint8 (1797,).
 # Shipping the 45 KB file instead of depending on scikit-learn keeps a
-# scikit-learn import (~1.4 s, made by Keras whenever scikit-learn is
+# scikit-learn import (~1.1 s of CPU, made by Keras whenever scikit-learn is
 # installed) out of every search and child process.
 _DIGITS_FILE = "digits.npz"
 
