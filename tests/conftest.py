@@ -35,9 +35,9 @@ def tiny_search(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def digits_nasnet(tmp_path_factory):
-    """A small NASNet-A (N = 1, F = 8, 32x32) with the auxiliary head and drop path, trained 2 epochs on the
-    built-in digits (~70 s: tracing ~15 s, then ~0.5 s per step; 0.58 held-out accuracy on this machine, the
-    tests need > 0.5), shared by the fit test of tests/test_training.py and the export tests: they run in one
+    """A small NASNet-A (N = 1, F = 8, 32x32) with the auxiliary head and drop path, trained 2 epochs on 768 of
+    the built-in digits with Adam (~45 s: tracing ~15 s, then ~0.5 s per step; 0.85 held-out accuracy on this
+    machine, the tests need > 0.5; SGD as in the paper needs twice the steps for the same), shared by the fit test of tests/test_training.py and the export tests: they run in one
     xdist group, "digits_nasnet", so it trains once. Fields: model, history (fit's), steps (training
     steps), x / y (held-out images and labels), calibration (100 training images), path (the saved .keras)."""
     from types import SimpleNamespace
@@ -47,12 +47,12 @@ def digits_nasnet(tmp_path_factory):
     from nasnet_keras.training.optimization import build_fit_state
 
     keras.utils.set_random_seed(0)
-    data = load_dataset("digits", batch_size=32, seed=0, augment=False)
+    data = load_dataset("digits", batch_size=32, seed=0, augment=False, max_train_examples=768)
     epochs = 2
     steps = epochs * data.steps_per_epoch
     model = NASNet(NASNET_A, num_cells=1, filters=8, stem="cifar", input_shape=(32, 32, 3), classes=10,
                    aux_head=True, drop_path_keep_prob=0.7, total_training_steps=steps)
-    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss=["sparse_categorical_crossentropy"] * 2,
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=["sparse_categorical_crossentropy"] * 2,
                   loss_weights=[1.0, 0.4])
     train = data.train.map(lambda x, y: (x, (y, y)))
     build_fit_state(model, train.element_spec)  # one trace of the training step instead of two
