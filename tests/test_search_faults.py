@@ -125,9 +125,10 @@ def test_hung_child_is_killed_and_failed_crashed_child_rerun(tmp_path):
 @pytest.mark.slow
 def test_chief_killed_and_restarted_search_continues(tmp_path):
     """(d) the chief SIGKILLed mid-search and restarted with the same command: the workers wait and
-    reconnect, nothing is lost and the controller state is intact. Over 60 s: 6 trials on 3 processes plus
-    a chief restart (TensorFlow import and project reload)."""
-    flags = TINY + ["--max_trials=6", "--trial_timeout=120", "--worker_timeout=300", "--chief_timeout=120"]
+    reconnect, nothing is lost and the controller state is intact. About a minute: 4 trials (2 before the
+    kill, 2 after: a controller update on each side) on 3 processes plus a chief restart (TensorFlow import
+    and project reload)."""
+    flags = TINY + ["--max_trials=4", "--trial_timeout=120", "--worker_timeout=300", "--chief_timeout=120"]
     with _cluster(tmp_path, flags) as cluster:
         for tuner_id in ("chief", "tuner0", "tuner1"):
             cluster.start(tuner_id)
@@ -141,10 +142,10 @@ def test_chief_killed_and_restarted_search_continues(tmp_path):
             _assert_exit(cluster, tuner_id, 0, 400)
         assert "Resuming:" in cluster.output("chief", 2)
     state, trials = _project(tmp_path)
-    assert len(trials) == 6 and sorted(state["end_order"]) == sorted(trials)
+    assert len(trials) == 4 and sorted(state["end_order"]) == sorted(trials)
     assert all(t["status"] == "COMPLETED" for t in trials.values())
     controller = state["nasnet_cell_search"]["controller"]
-    assert controller["num_rewards"] == 6 + state["nasnet_cell_search"]["stats"]["duplicates_reused"]
+    assert controller["num_rewards"] == 4 + state["nasnet_cell_search"]["stats"]["duplicates_reused"]
     assert controller["num_updates"] == controller["num_rewards"] // 2
     assert sorted(r["trial_id"] for r in _csv_rows(tmp_path)) == sorted(trials)
     assert "Traceback" not in cluster.all_output()
