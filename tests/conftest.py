@@ -2,7 +2,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-# pytest-xdist runs one test process per core (setup.cfg: -n 2 on the 2-core machine), and many tests start
+# pytest-xdist runs several test processes (setup.cfg: -n 3 on the 2-core machine), and many tests start
 # TensorFlow subprocesses on top; TensorFlow's default of one intra-op thread per core then oversubscribes the
 # cores. One core's share per test process cut a 2-process run of two training tests from 79.6 to 75.7 CPU-s
 # (49 -> 42 s wall). Subprocesses inherit it through os.environ.
