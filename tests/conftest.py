@@ -19,6 +19,19 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+def pytest_configure(config):
+    """Stops the run, before any test, when pytest-xdist's `--dist loadgroup` (setup.cfg) cannot put tests in
+    their xdist_group: pytest-xdist 3.8 groups a test by renaming the node's `_nodeid`, which pytest 9.2 no
+    longer reads, and then silently rebuilds the shared fixtures in every test process and lets the
+    multi-process fault tests share the cores (16:28 for the suite instead of ~12:40)."""
+    import _pytest.nodes
+
+    if config.getoption("dist", "no") == "loadgroup" and "_nodeid" not in vars(_pytest.nodes.Node):
+        raise pytest.UsageError(f"pytest {pytest.__version__} and this pytest-xdist lose the tests' xdist_group "
+                                "(setup.cfg runs them with --dist loadgroup): install the test extra's versions, "
+                                "pip install '.[test]' (pytest<9.2).")
+
+
 @pytest.fixture(scope="session")
 def tiny_search(tmp_path_factory):
     """One end-to-end run of `python -m search.run` with a tiny configuration, two children at once (the
