@@ -125,8 +125,8 @@ def test_hung_child_is_killed_and_failed_crashed_child_rerun(tmp_path):
 @pytest.mark.slow
 def test_chief_killed_and_restarted_search_continues(tmp_path):
     """(d) the chief SIGKILLed mid-search and restarted with the same command: the workers wait and
-    reconnect, nothing is lost and the controller state is intact. About a minute: 4 trials (2 before the
-    kill, 2 after: a controller update on each side) on 3 processes plus a chief restart (TensorFlow import
+    reconnect, nothing is lost and the controller state is intact. About a minute: 4 trials (the kill after
+    the first 2 end, a controller update on each side) on 3 processes plus a chief restart (TensorFlow import
     and project reload)."""
     flags = TINY + ["--max_trials=4", "--trial_timeout=120", "--worker_timeout=300", "--chief_timeout=120"]
     with _cluster(tmp_path, flags) as cluster:
