@@ -307,7 +307,7 @@ def NASNet(
     if stem_filters is None:
         stem_filters = 96 if stem == "imagenet" else 3 * filters
 
-    preset = None
+    imagenet_file = None
     if weights == "imagenet":
         preset = weights_lib.check_imagenet_config(genotype, num_cells, filters, stem, stem_filters,
                                                    filter_multiplier, skip_reduction, layout)
@@ -317,6 +317,10 @@ def NASNet(
     _check_input_shape(input_shape, weights)
     if aux_head and None in input_shape[:2]:
         raise ValueError("aux_head=True needs a static input size; pass input_shape=(h, w, c).")
+    if weights == "imagenet":
+        # Fetched once the arguments are checked and before any layer is built: a failed download or a bad
+        # checksum is reported at once, not after the seconds (NASNetLarge: tens of seconds) of building.
+        imagenet_file = weights_lib.fetch_imagenet_weights(preset, include_top, weights_base_url)
 
     if input_tensor is None:
         inputs = keras.Input(shape=input_shape)
@@ -363,9 +367,10 @@ def NASNet(
         model_inputs = inputs
     model = keras.Model(model_inputs, [x, aux] if aux is not None else x,
                         name=name or f"nasnet_{genotype.name.lower().replace('-', '_') or 'custom'}")
-    if weights is not None:
-        weights_lib.load_weights(model, weights, include_top=include_top, base_url=weights_base_url,
-                                 preset=preset, layout=layout)
+    if imagenet_file is not None:
+        weights_lib.load_legacy_h5(model, imagenet_file)
+    elif weights is not None:
+        weights_lib.load_weights(model, weights, include_top=include_top, layout=layout)
     return model
 
 

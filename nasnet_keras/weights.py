@@ -129,6 +129,21 @@ def fetch_published_weights(preset: str, include_top: bool, base_url: Optional[s
     return path  # get_file checked the md5 of the cached or downloaded file
 
 
+def fetch_imagenet_weights(preset: str, include_top: bool, base_url: Optional[str] = None) -> str:
+    """Local path of a preset's ImageNet weights in the published legacy `.h5` layout (`load_legacy_h5`).
+
+    NASNet-A: the Keras file (`fetch_published_weights`); PNASNet-5: TF-slim's
+    checkpoint, converted once (`slim_checkpoint.fetch_converted_imagenet`).
+    Downloads on first use; raises ValueError naming the URL and the cache
+    path when that fails.
+    """
+    from nasnet_keras import slim_checkpoint
+
+    if preset in slim_checkpoint.SLIM_RELEASES and configs.CONFIGS[preset].layout == "pnasnet":
+        return slim_checkpoint.fetch_converted_imagenet(preset, base_url)
+    return fetch_published_weights(preset, include_top, base_url)
+
+
 def load_weights(model: keras.Model, weights: str, include_top: bool = True, base_url: Optional[str] = None,
                  preset: Optional[str] = None, layout: str = "nasnet"):
     """Loads `"imagenet"`, a TF-slim checkpoint or a weights file into a model built by `NASNet`.
@@ -143,10 +158,7 @@ def load_weights(model: keras.Model, weights: str, include_top: bool = True, bas
     from nasnet_keras import slim_checkpoint
 
     if weights == "imagenet":
-        if preset in slim_checkpoint.SLIM_RELEASES and configs.CONFIGS[preset].layout == "pnasnet":
-            return load_legacy_h5(model, slim_checkpoint.fetch_converted_imagenet(preset, base_url))
-        path = fetch_published_weights(preset, include_top, base_url)
-        return load_legacy_h5(model, path)
+        return load_legacy_h5(model, fetch_imagenet_weights(preset, include_top, base_url))
     check_weights_path(weights)
     if slim_checkpoint.checkpoint_prefix(weights) is not None:
         return slim_checkpoint.load_slim_checkpoint(model, weights, layout)
