@@ -22,3 +22,10 @@ def one_block_genotype():
     return Genotype.from_dict({"name": "one-block",
                                "normal": {"blocks": [[0, "sep_conv_3x3", 1, "identity", "add"]]},
                                "reduction": {"blocks": [[0, "sep_conv_3x3", 1, "max_pool_3x3", "add"]]}})
+
+
+def decay_genotype():
+    """A separable conv (depthwise + pointwise kernels), a plain 1x1 conv (kernel) and BatchNorm in both cells: with
+    a Dense head's bias, every kind of weight that L2 decay must take or leave."""
+    return Genotype.from_dict({"normal": [[0, "sep_conv_3x3", 1, "conv_1x1", "add"]],
+                               "reduction": [[0, "max_pool_3x3", 1, "conv_1x1", "add"]]})

@@ -47,6 +47,40 @@ def tiny_search(tmp_path_factory):
     return cwd, result
 
 
+class _CheckResults(dict):
+    """``{check name: result dict, or its traceback}``; ``results[name]`` fails the test with the traceback when
+    that check raised."""
+
+    def __getitem__(self, name):
+        result = self.get(name)
+        if not isinstance(result, dict):
+            pytest.fail(f"the {name!r} check in tests/_mirrored_checks.py did not finish:\n{result}")
+        return result
+
+
+@pytest.fixture(scope="session")
+def mirrored_checks(tmp_path_factory):
+    """tests/_mirrored_checks.py's results by check name: the three MirroredStrategy-over-two-logical-CPUs checks
+    in one fresh interpreter (~80 s of CPU: one TensorFlow start and five models traced, two of them under the
+    strategy). Its tests share the xdist group "mirrored", so it runs once."""
+    import json
+
+    run_dir = tmp_path_factory.mktemp("mirrored")
+    out = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "_mirrored_checks.py"),
+                          str(run_dir)], capture_output=True, text=True, timeout=600, env=subprocess_env())
+    results = _CheckResults()
+    for block in ("\n" + out.stdout).split("\nERROR ")[1:]:
+        name, _, trace = block.partition("\n")
+        results[name] = trace.split("\nRESULT ")[0]
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result = json.loads(line[len("RESULT "):])
+            results[result.pop("check")] = result
+    if out.returncode != 0 or not results:
+        pytest.fail(f"tests/_mirrored_checks.py exited with code {out.returncode}:\n{out.stderr[-3000:]}")
+    return results
+
+
 @pytest.fixture(scope="session")
 def digits_nasnet(tmp_path_factory):
     """A small NASNet-A (N = 1, F = 8, 32x32) with the auxiliary head and drop path, trained 2 epochs on 768 of

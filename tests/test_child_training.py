@@ -1,11 +1,7 @@
 """The search's child trainer: slim-style L2 weight decay, and training under MirroredStrategy."""
 
-import json
 import math
 import os
-import subprocess
-import sys
-import textwrap
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -14,15 +10,11 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from nasnet_keras.genotypes import Genotype  # noqa: E402
 from nasnet_keras.search import ChildTrainer, load_dataset  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _genotypes import decay_genotype  # noqa: E402
 
-# A separable conv (depthwise + pointwise kernels), a plain 1x1 conv (kernel) and BatchNorm in both cells,
-# and a Dense head with a bias: every kind of weight the decay must take or leave.
-GENOTYPE = Genotype.from_dict({"normal": [[0, "sep_conv_3x3", 1, "conv_1x1", "add"]],
-                               "reduction": [[0, "max_pool_3x3", 1, "conv_1x1", "add"]]})
+GENOTYPE = decay_genotype()    # every kind of weight the decay must take or leave
 CHILD = dict(epochs=1, num_cells=1, filters=4, learning_rate=0.05, momentum=0.9, drop_path_keep_prob=1.0)
 
 
@@ -125,46 +117,10 @@ class _Ticks(keras.callbacks.Callback):
         self.ticks.append(batch)
 
 
-# Logical CPU devices must exist before TensorFlow initialises, hence a fresh interpreter. 128 digits
-# without augmentation, 4 epochs of 8 steps of 16 (8 per replica): these tiny children learn on the training
-# set within that, but their held-out accuracy still lags near chance (BatchNorm statistics), with or
-# without a strategy, so the learning signal is the training loss and accuracy.
-_MIRRORED_CHILD = textwrap.dedent("""
-    import json, os
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    import keras
-    import tensorflow as tf
-    tf.config.set_logical_device_configuration(
-        tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    from nasnet_keras.genotypes import Genotype
-    from nasnet_keras.search import ChildTrainer, load_dataset
-    genotype = Genotype.from_dict(json.loads(os.environ["CHILD_GENOTYPE"]))
-    data = load_dataset("digits", batch_size=16, max_train_examples=128, seed=0, augment=False)
-    trainer = ChildTrainer(data, epochs=4, num_cells=1, filters=8, learning_rate=0.1, momentum=0.9,
-                           weight_decay=5e-4, drop_path_keep_prob=1.0, strategy=strategy)
-    epoch_losses, copies = [], set()
-    class Record(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            copies.update(len(strategy.experimental_local_results(v.value)) for v in self.model.weights)
-        def on_epoch_end(self, epoch, logs=None):
-            epoch_losses.append(float(logs["loss"]))
-    metrics = trainer.train(genotype, seed=0, callbacks=[Record()])
-    print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync, "variable_copies": sorted(copies),
-                                  "epoch_losses": epoch_losses,
-                                  **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}))
-""")
-
-
-def test_mirrored_strategy_over_two_cpu_replicas_trains_a_child():
-    out = subprocess.run(                              # ~30 s: a fresh TensorFlow, two traces
-        [sys.executable, "-c", _MIRRORED_CHILD], capture_output=True, text=True, timeout=300, cwd=ROOT,
-        env={**os.environ, "CHILD_GENOTYPE": GENOTYPE.to_json(),
-             "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")})
-    assert out.returncode == 0, out.stderr[-3000:]
-    lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
-    assert lines, out.stdout[-3000:] + out.stderr[-3000:]
-    result = json.loads(lines[-1][len("RESULT "):])
+@pytest.mark.xdist_group("mirrored")          # conftest's mirrored_checks runs once for its three tests
+def test_mirrored_strategy_over_two_cpu_replicas_trains_a_child(mirrored_checks):
+    # tests/_mirrored_checks.py's child_training: 4 epochs of 8 steps on 128 digits, 8 images per replica.
+    result = mirrored_checks["child_training"]
     assert result["replicas"] == 2
     assert result["variable_copies"] == [2]            # every weight is mirrored on both devices
     assert math.isfinite(result["loss"]) and math.isfinite(result["val_loss"])

@@ -4,17 +4,14 @@ MirroredStrategy over two logical CPU devices compared step for step with one de
 import json
 import subprocess
 import sys
-import textwrap
 
 import h5py
 import pytest
 import numpy as np
 
-from _cli import ROOT, subprocess_env
+from _cli import subprocess_env
 from _genotypes import one_block_genotype
 from nasnet_keras.search.local_workers import free_port
-
-pytestmark = pytest.mark.xdist_group("processes")
 
 # One block per cell: the smallest network the recipe builds (tracing dominates these tests).
 ONE_BLOCK = one_block_genotype().to_dict()
@@ -27,6 +24,7 @@ def _arrays(path):
     return out
 
 
+@pytest.mark.xdist_group("processes")         # with the search's fault tests: never two clusters at once
 def test_two_workers_train_to_completion_with_identical_weights(tmp_path):
     """Two `python -m search.train` processes with TF_CONFIG (one cluster, free ports): collective training on
     CPU, each worker ends with the same weights; the chief writes the outputs (~60 s: two TensorFlow processes)."""
@@ -64,80 +62,12 @@ def test_two_workers_train_to_completion_with_identical_weights(tmp_path):
         np.testing.assert_array_equal(chief[name], worker[name], err_msg=name)
 
 
-# Logical CPU devices must exist before TensorFlow initialises, hence a fresh interpreter.
-_MIRRORED = textwrap.dedent("""
-    import json, os
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    import tensorflow as tf
-    tf.config.set_logical_device_configuration(
-        tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras
-    import numpy as np
-    from nasnet_keras.genotypes import Genotype
-    from nasnet_keras.layers import ScheduledDropPath
-    from nasnet_keras.training import resolve_recipe, TransferTrainer
-    from nasnet_keras.training.data import load_training_data
-    from nasnet_keras.training.run_directory import RunDirectory
-
-    genotype = Genotype.from_dict(json.loads(os.environ["GENOTYPE"]))
-    recipe = resolve_recipe("cifar", dict(num_cells=1, filters=8, epochs=1, learning_rate=0.1))
-    data = load_training_data("digits", batch_size=16, max_train_examples=48)
-    # Every global batch is 8 images twice: each replica of two sees the same 8, so BatchNorm's batch
-    # statistics per replica equal those of the whole batch on one device.
-    x, y = next(iter(data.validation.unbatch().batch(8)))
-    x, y = tf.concat([x, x], 0), tf.concat([y, y], 0)
-    batches = tf.data.Dataset.from_tensors((x, y)).repeat(3)
-
-    def trained(strategy, weights, steps):
-        trainer = TransferTrainer(genotype, recipe, data, RunDirectory(os.environ["RUN_DIR"]), strategy=strategy)
-        with trainer.strategy.scope():
-            model = trainer.build_training_model()
-            trainer.compile(model)
-        model.set_weights(weights)
-        model.fit(trainer._targets(model, batches.take(steps)), epochs=1, verbose=0)
-        return model, trainer
-
-    def statistics(model):
-        return [np.asarray(w.numpy()) for w in model.weights if w.path.endswith(("moving_mean", "moving_variance"))]
-
-    def state(model):
-        bn = statistics(model)
-        counters = sorted({int(l.step.numpy()) for l in model.layers if isinstance(l, ScheduledDropPath)})
-        return ([np.asarray(w.numpy()) for w in model.trainable_weights], bn,
-                counters, int(model.optimizer.iterations.numpy()), len(model.outputs))
-
-    keras.utils.set_random_seed(0)
-    start = TransferTrainer(genotype, recipe, data, RunDirectory(os.environ["RUN_DIR"])).build_training_model()
-    initial = start.get_weights()            # the same initial weights for both runs
-    one, _ = trained(None, initial, 1)
-    mirrored_strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    two, two_trainer = trained(mirrored_strategy, initial, 1)
-    w1, bn1, c1, i1, outs = state(one)
-    w2, bn2, c2, i2, _ = state(two)
-    result = {"replicas": mirrored_strategy.num_replicas_in_sync, "outputs": outs, "counters": [c1, c2],
-              "iterations": [i1, i2], "bn_layers": len(bn1) // 2,
-              "bn_max_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(bn1, bn2)),
-              "bn_moved": max(float(np.max(np.abs(a - b))) for a, b in zip(bn1, statistics(start))),
-              # how far apart the two runs' weights are, relative to the largest move the step made
-              "weight_relative_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(w1, w2))
-              / max(float(np.max(np.abs(a - c))) for a, c in zip(w1, [w.numpy() for w in start.trainable_weights]))}
-    # 3 more steps of the same model (its traced training step is reused: no third model to trace)
-    two.fit(two_trainer._targets(two, batches.take(3)), epochs=1, verbose=0)
-    result["counters_after_3_more"] = state(two)[2]
-    print("RESULT " + json.dumps(result))
-""")
-
-
-def test_mirrored_over_two_cpus_matches_one_device(tmp_path):
+@pytest.mark.xdist_group("mirrored")          # conftest's mirrored_checks runs once for its three tests
+def test_mirrored_over_two_cpus_matches_one_device(mirrored_checks):
     """One step of the cifar recipe (aux head, drop path, L2, clipping) on 1 device and on 2 logical CPU replicas
-    from the same weights: the same weights, BatchNorm statistics and drop-path step counters (~50 s: a fresh
-    TensorFlow, two models traced, one of them under a strategy)."""
-    out = subprocess.run([sys.executable, "-c", _MIRRORED], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                         env={**subprocess_env(), "GENOTYPE": json.dumps(ONE_BLOCK), "RUN_DIR": str(tmp_path)})
-    assert out.returncode == 0, out.stderr[-3000:]
-    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, out.stdout[-3000:] + out.stderr[-3000:]
-    result = json.loads(lines[-1][len("RESULT "):])
+    from the same weights: the same weights, BatchNorm statistics and drop-path step counters
+    (tests/_mirrored_checks.py's transfer)."""
+    result = mirrored_checks["transfer"]
     assert result["replicas"] == 2 and result["outputs"] == 2          # predictions + aux_predictions
     assert result["iterations"] == [1, 1] and result["counters"] == [[1], [1]]
     assert result["bn_layers"] > 5 and result["bn_moved"] > 1e-3       # the statistics did move in that step

@@ -5,7 +5,6 @@ import math
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import keras
@@ -198,46 +197,10 @@ def test_cli_bad_input_is_one_error_line(tmp_path, flags, message, capsys):
     assert not (tmp_path / "enas").exists()
 
 
-# Logical CPU devices must exist before TensorFlow initialises, hence a fresh interpreter.
-_MIRRORED = textwrap.dedent("""
-    import json, os
-    import numpy as np
-    import tensorflow as tf
-    tf.config.set_logical_device_configuration(
-        tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    from nasnet_keras.search.data import load_dataset
-    from nasnet_keras.search.space import SearchSpace, decisions
-    from nasnet_keras.search.weight_sharing.config import WeightSharingConfig
-    from nasnet_keras.search.weight_sharing.shared_trainer import SharedTrainer
-    space = SearchSpace(num_blocks=2, ops=("sep_conv_3x3", "identity", "max_pool_3x3"), combines=("add",))
-    data = load_dataset("digits", batch_size=32, max_train_examples=64, seed=0, augment=False)
-    trainer = SharedTrainer(data, space, WeightSharingConfig(num_cells=1, filters=4, reward_batch_size=64),
-                            strategy=strategy)
-    rng = np.random.default_rng(0)
-    losses = []
-    for epoch in range(2):
-        total = count = 0.0
-        for batch in trainer.train_set:
-            arch = [int(rng.integers(d.num_choices)) for d in decisions(space)]
-            loss, _, n = trainer.train_step(batch, arch)
-            total, count = total + loss, count + n
-        losses.append(total / count)
-    same = all(np.array_equal(*[c.numpy() for c in strategy.experimental_local_results(v.value)])
-               for v in trainer.model.weights)
-    print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync, "same": same, "losses": losses,
-                                  "traces": max(trainer.tracing_counts.values())}))
-""")
-
-
-def test_shared_training_under_mirrored_strategy_keeps_replicas_equal():
-    # ~50-70 s: a fresh TensorFlow with two logical devices, where every piece is traced once per replica.
-    out = subprocess.run([sys.executable, "-c", _MIRRORED], capture_output=True, text=True, timeout=300,
-                         cwd=ROOT, env=subprocess_env())
-    assert out.returncode == 0, out.stderr[-3000:]
-    lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
-    assert lines, out.stdout[-3000:] + out.stderr[-3000:]
-    result = json.loads(lines[-1][len("RESULT "):])
+@pytest.mark.xdist_group("mirrored")          # conftest's mirrored_checks runs once for its three tests
+def test_shared_training_under_mirrored_strategy_keeps_replicas_equal(mirrored_checks):
+    # tests/_mirrored_checks.py's weight_sharing: 2 epochs of random architectures, every piece traced per replica.
+    result = mirrored_checks["weight_sharing"]
     assert result["replicas"] == 2 and result["same"], result
     assert all(math.isfinite(l) for l in result["losses"])
     assert result["traces"] <= 2, result             # once per replica at most, never per architecture
