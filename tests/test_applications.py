@@ -11,6 +11,10 @@ from nasnet_keras import model_cost
 from nasnet_keras.applications import NASNetCIFAR, NASNetMobile, decode_predictions
 from nasnet_keras.applications.imagenet_utils import imagenet_class_index
 
+# One test process for the module: its module fixture (NASNetMobile and NASNet-A 6 @ 768) is then built once,
+# not in every pytest-xdist process that runs one of its tests.
+pytestmark = pytest.mark.xdist_group("test_applications")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -8,6 +8,10 @@ from nasnet_keras import NASNet, pyramid_model, pyramid_outputs
 from nasnet_keras.applications import NASNetMobile
 from nasnet_keras.genotypes import Genotype
 
+# One test process for the module: its module fixture (NASNetMobile at an unknown size) is then built once,
+# not in every pytest-xdist process that runs one of its tests.
+pytestmark = pytest.mark.xdist_group("test_features")
+
 
 @pytest.fixture(scope="module")
 def mobile_free():

@@ -8,6 +8,10 @@ from nasnet_keras.applications import PNASNetLarge, PNASNetMobile
 from nasnet_keras.builder import pnasnet_reduction_indices
 from nasnet_keras.layers import AuxiliaryHead, ScheduledDropPath
 
+# One test process for the module: its module fixture (PNASNetMobile) is then built once,
+# not in every pytest-xdist process that runs one of its tests.
+pytestmark = pytest.mark.xdist_group("test_pnasnet")
+
 # TF-slim's inference graphs count 5,099,232 (Mobile) and 86,238,977 (Large) weights with 1001 classes;
 # ours has 1000 (no background class): one fewer row of the classifier (P + 1 weights).
 SLIM_MOBILE, SLIM_LARGE = 5_099_232 - (1080 + 1), 86_238_977 - (4320 + 1)

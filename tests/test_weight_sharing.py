@@ -30,6 +30,10 @@ SHAPE, CLASSES = (32, 32, 3), 5
 SIZE = dict(num_cells=2, filters=4)
 
 
+# The tests of the `shared` network share one test process (xdist group), so that it is built once.
+SHARED_NETWORK = pytest.mark.xdist_group("shared_network")
+
+
 @pytest.fixture(scope="module")
 def shared():
     return SharedNASNet(SPACE, input_shape=SHAPE, classes=CLASSES, **SIZE)
@@ -46,6 +50,7 @@ def _child(shared_net, arch):
     return child
 
 
+@SHARED_NETWORK
 def test_shared_network_equals_the_standalone_child_and_its_cost(shared):
     images = tf.constant(np.random.default_rng(0).normal(size=(4, *SHAPE)).astype("float32"))
     modes = set()
@@ -60,6 +65,7 @@ def test_shared_network_equals_the_standalone_child_and_its_cost(shared):
     assert {"same", "layer", "unread"} <= modes      # the cases the comparison covered
 
 
+@SHARED_NETWORK
 def test_gradients_reach_only_the_chosen_ops_and_equal_the_childs(shared):
     rng = np.random.default_rng(2)
     images = tf.constant(rng.normal(size=(4, *SHAPE)).astype("float32"))
@@ -91,6 +97,7 @@ def test_gradients_reach_only_the_chosen_ops_and_equal_the_childs(shared):
             np.testing.assert_allclose(g, cg.numpy(), atol=1e-6 + 1e-3 * np.abs(cg.numpy()).max(), err_msg=w.path)
 
 
+@SHARED_NETWORK
 def test_every_piece_is_traced_once_whatever_the_architecture_or_batch(shared):
     for arch, batch in zip(_architectures(8, seed=4), (3, 5, 3, 7, 2, 3, 4, 6)):
         shared.forward(tf.zeros((batch, *SHAPE)), arch)

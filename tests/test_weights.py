@@ -15,6 +15,10 @@ from nasnet_keras.applications import NASNetLarge, NASNetMobile
 from _http import serve_directory
 from _published import randomize_batchnorm, write_legacy_h5
 
+# One test process for the module: its reference models (keras.applications' NASNetMobile / NASNetLarge with
+# their published-layout files) are module fixtures, which pytest-xdist would otherwise build in every process
+# that runs one of its tests.
+pytestmark = pytest.mark.xdist_group("test_weights")
 REFERENCE = {"mobile": (keras.applications.NASNetMobile, 224), "large": (keras.applications.NASNetLarge, 331)}
 
 
