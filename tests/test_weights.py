@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from nasnet_keras import NASNET_A, NASNet, model_cost, weights as weights_lib
+from nasnet_keras import NASNET_A, NASNet, builder, model_cost, weights as weights_lib
 from nasnet_keras.applications import NASNetLarge, NASNetMobile
 
 from _http import serve_directory
@@ -174,6 +174,18 @@ def test_no_network_error_names_url_md5_and_cache_path(tmp_path, monkeypatch):
     assert url + "NASNet-mobile.h5" in message
     assert "020fb642bf7360b370c678b08e0adf61" in message
     assert os.path.join(str(tmp_path), "models", "NASNet-mobile.h5") in message
+
+
+def test_weights_are_fetched_before_the_network_is_built(tmp_path, monkeypatch):
+    # A failed download is reported before NASNetLarge's tens of seconds of building: no cell may be built first.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+
+    def no_cell(*args, **kwargs):
+        raise AssertionError("a cell was built before the weights were fetched")
+
+    monkeypatch.setattr(builder, "_build_cell", no_cell)
+    with pytest.raises(ValueError, match="Could not get the ImageNet weights NASNet-large-no-top.h5"):
+        NASNetLarge(weights="imagenet", include_top=False, weights_base_url="http://127.0.0.1:9/")
 
 
 def test_default_url_is_the_published_one(monkeypatch):
