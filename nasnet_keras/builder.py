@@ -388,4 +388,6 @@ def inference_model(model: keras.Model) -> keras.Model:
     """The same network without the auxiliary head output (shares weights)."""
     if len(model.outputs) == 1:
         return model
-    return keras.Model(model.inputs, model.outputs[0], name=model.name)
+    # `model.input` keeps the input structure (one tensor, not a one-element list): called on a tensor, the new
+    # model then does not warn that the structure differs.
+    return keras.Model(model.input, model.outputs[0], name=model.name)

@@ -127,7 +127,7 @@ class TransferTrainer:
         # Mixed precision: losses and metrics (top-5 needs float32) see float32 class scores.
         outputs = [keras.layers.Activation("linear", dtype="float32", name=f"{name}_float32")(output)
                    for name, output in zip(model.output_names, model.outputs)]
-        return keras.Model(model.inputs, outputs, name=model.name)
+        return keras.Model(model.input, outputs, name=model.name)   # the input's structure, not a list
 
     def _loss_and_metrics(self):
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=self.recipe.label_smoothing)
@@ -171,7 +171,7 @@ class TransferTrainer:
         with self.strategy.scope():
             model = self.build_training_model()
             if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-                model = _VectorStepLogs(model.inputs, model.outputs, name=model.name)
+                model = _VectorStepLogs(model.input, model.outputs, name=model.name)
             self.compile(model)
             start_step = ckpt.restore(model, self.run_dir.checkpoint_dir)
         spe, epochs = self.data.steps_per_epoch, self.recipe.epochs
