@@ -307,17 +307,16 @@ def NASNet(
     if stem_filters is None:
         stem_filters = 96 if stem == "imagenet" else 3 * filters
 
-    imagenet_file = None
-    if weights == "imagenet":
-        preset = weights_lib.check_imagenet_config(genotype, num_cells, filters, stem, stem_filters,
-                                                   filter_multiplier, skip_reduction, layout)
     if input_shape is None:
         input_shape = tuple(input_tensor.shape[1:]) if input_tensor is not None else (None, None, 3)
     input_shape = tuple(input_shape)
     _check_input_shape(input_shape, weights)
     if aux_head and None in input_shape[:2]:
         raise ValueError("aux_head=True needs a static input size; pass input_shape=(h, w, c).")
+    imagenet_file = None
     if weights == "imagenet":
+        preset = weights_lib.check_imagenet_config(genotype, num_cells, filters, stem, stem_filters,
+                                                   filter_multiplier, skip_reduction, layout)
         # Fetched once the arguments are checked and before any layer is built: a failed download or a bad
         # checksum is reported at once, not after the seconds (NASNetLarge: tens of seconds) of building.
         imagenet_file = weights_lib.fetch_imagenet_weights(preset, include_top, weights_base_url)
@@ -370,7 +369,7 @@ def NASNet(
     if imagenet_file is not None:
         weights_lib.load_legacy_h5(model, imagenet_file)
     elif weights is not None:
-        weights_lib.load_weights(model, weights, include_top=include_top, layout=layout)
+        weights_lib.load_weights(model, weights, layout=layout)
     return model
 
 

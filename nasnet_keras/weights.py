@@ -144,21 +144,17 @@ def fetch_imagenet_weights(preset: str, include_top: bool, base_url: Optional[st
     return fetch_published_weights(preset, include_top, base_url)
 
 
-def load_weights(model: keras.Model, weights: str, include_top: bool = True, base_url: Optional[str] = None,
-                 preset: Optional[str] = None, layout: str = "nasnet"):
-    """Loads `"imagenet"`, a TF-slim checkpoint or a weights file into a model built by `NASNet`.
+def load_weights(model: keras.Model, weights: str, layout: str = "nasnet"):
+    """Loads a TF-slim checkpoint or a weights file into a model built by `NASNet`.
 
-    `"imagenet"`: the Keras files of NASNet-A (`PUBLISHED_WEIGHTS`), or for
-    PNASNet-5 the TF-slim checkpoint, converted once
-    (`nasnet_keras.slim_checkpoint`). Files: a TF-slim checkpoint prefix
-    (``.../model.ckpt``), the published legacy `.h5` layout and files
-    written by `save_weights_by_name` (by layer name), Keras 3
-    `.weights.h5`, and `.keras` archives.
+    Files: a TF-slim checkpoint prefix (``.../model.ckpt``), the published
+    legacy `.h5` layout and files written by `save_weights_by_name` (by layer
+    name), Keras 3 `.weights.h5`, and `.keras` archives. ``"imagenet"`` is not
+    taken here: `NASNet` fetches it with `fetch_imagenet_weights` before it
+    builds the network, then loads it with `load_legacy_h5`.
     """
     from nasnet_keras import slim_checkpoint
 
-    if weights == "imagenet":
-        return load_legacy_h5(model, fetch_imagenet_weights(preset, include_top, base_url))
     check_weights_path(weights)
     if slim_checkpoint.checkpoint_prefix(weights) is not None:
         return slim_checkpoint.load_slim_checkpoint(model, weights, layout)
