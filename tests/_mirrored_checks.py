@@ -6,8 +6,8 @@ instead of one each spares two TensorFlow starts and imports of the package (~10
 
     python tests/_mirrored_checks.py RUN_DIR
 
-prints one ``RESULT {"check": name, ...}`` line per check, or ``ERROR name`` and the traceback when a check
-raised: each test in tests/test_child_training.py, tests/test_weight_sharing.py and
+prints one ``RESULT {"check": name, ...}`` line per check (``{"check": name, "error": traceback}`` when it
+raised): each test in tests/test_child_training.py, tests/test_weight_sharing.py and
 tests/test_training_distributed.py reads its own line (conftest's `mirrored_checks` fixture) and asserts on it.
 """
 
@@ -40,21 +40,20 @@ def child_training():
     training loss and accuracy."""
     from nasnet_keras.search import ChildTrainer, load_dataset
 
-    strategy = STRATEGY
     data = load_dataset("digits", batch_size=16, max_train_examples=128, seed=0, augment=False)
     trainer = ChildTrainer(data, epochs=4, num_cells=1, filters=8, learning_rate=0.1, momentum=0.9,
-                           weight_decay=5e-4, drop_path_keep_prob=1.0, strategy=strategy)
+                           weight_decay=5e-4, drop_path_keep_prob=1.0, strategy=STRATEGY)
     epoch_losses, copies = [], set()
 
     class Record(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            copies.update(len(strategy.experimental_local_results(v.value)) for v in self.model.weights)
+            copies.update(len(STRATEGY.experimental_local_results(v.value)) for v in self.model.weights)
 
         def on_epoch_end(self, epoch, logs=None):
             epoch_losses.append(float(logs["loss"]))
 
     metrics = trainer.train(decay_genotype(), seed=0, callbacks=[Record()])
-    return {"replicas": strategy.num_replicas_in_sync, "variable_copies": sorted(copies),
+    return {"replicas": STRATEGY.num_replicas_in_sync, "variable_copies": sorted(copies),
             "epoch_losses": epoch_losses, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
 
 
@@ -65,11 +64,10 @@ def weight_sharing():
     from nasnet_keras.search.weight_sharing.config import WeightSharingConfig
     from nasnet_keras.search.weight_sharing.shared_trainer import SharedTrainer
 
-    strategy = STRATEGY
     space = SearchSpace(num_blocks=2, ops=("sep_conv_3x3", "identity", "max_pool_3x3"), combines=("add",))
     data = load_dataset("digits", batch_size=32, max_train_examples=64, seed=0, augment=False)
     trainer = SharedTrainer(data, space, WeightSharingConfig(num_cells=1, filters=4, reward_batch_size=64),
-                            strategy=strategy)
+                            strategy=STRATEGY)
     rng = np.random.default_rng(0)
     losses = []
     for _ in range(2):
@@ -79,9 +77,9 @@ def weight_sharing():
             loss, _, n = trainer.train_step(batch, arch)
             total, count = total + loss, count + n
         losses.append(total / count)
-    same = all(np.array_equal(*[c.numpy() for c in strategy.experimental_local_results(v.value)])
+    same = all(np.array_equal(*[c.numpy() for c in STRATEGY.experimental_local_results(v.value)])
                for v in trainer.model.weights)
-    return {"replicas": strategy.num_replicas_in_sync, "same": same, "losses": losses,
+    return {"replicas": STRATEGY.num_replicas_in_sync, "same": same, "losses": losses,
             "traces": max(trainer.tracing_counts.values())}
 
 
@@ -123,12 +121,11 @@ def transfer(run_dir):
     start = TransferTrainer(genotype, recipe, data, RunDirectory(run_dir)).build_training_model()
     initial = start.get_weights()            # the same initial weights for both runs
     one, _ = trained(None, initial, 1)
-    strategy = STRATEGY
-    two, two_trainer = trained(strategy, initial, 1)
+    two, two_trainer = trained(STRATEGY, initial, 1)
     w1, bn1, c1, i1, outs = state(one)
     w2, bn2, c2, i2, _ = state(two)
     start_weights = [w.numpy() for w in start.trainable_weights]
-    result = {"replicas": strategy.num_replicas_in_sync, "outputs": outs, "counters": [c1, c2],
+    result = {"replicas": STRATEGY.num_replicas_in_sync, "outputs": outs, "counters": [c1, c2],
               "iterations": [i1, i2], "bn_layers": len(bn1) // 2,
               "bn_max_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(bn1, bn2)),
               "bn_moved": max(float(np.max(np.abs(a - b))) for a, b in zip(bn1, statistics(start))),
@@ -148,8 +145,7 @@ def main(run_dir):
         try:
             result = check()
         except Exception:  # noqa: BLE001 -- reported to that check's test, and the other checks still run
-            print(f"ERROR {name}\n{traceback.format_exc()}", flush=True)
-            continue
+            result = {"error": traceback.format_exc()}
         print("RESULT " + json.dumps({"check": name, **result}), flush=True)
 
 
