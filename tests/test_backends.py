@@ -17,7 +17,7 @@ CHECKS = ("published_parity", "slim_checkpoint", "pnasnet", "fit_drop_path_aux",
 @pytest.mark.slow
 @pytest.mark.backends
 def test_zoo_on_jax():
-    # About 3 minutes on 2 CPU cores, because under JAX every model is traced and compiled by XLA: the
+    # 1.5 (Intel Xeon) to 3 (AMD EPYC) minutes on 2 CPU cores, because under JAX every model is traced and compiled by XLA: the
     # NASNetMobile parity (~55 s, with the TensorFlow process that writes keras.applications' reference),
     # PNASNetMobile's build (~25 s) and a 3-epoch fit of a small network with drop path and aux head (~80 s,
     # the fewest epochs after which it clearly beats chance). One interpreter pays JAX's start-up once.
