@@ -211,7 +211,9 @@ class PPOController:
         v = self._vars
         T = self.num_decisions
         K = tf.shape(actions)[0]
-        acts = tf.transpose(actions)  # [T, K]
+        # [T, K]; unstack / stack rather than an integer Transpose, for which TF's oneDNN rewrite logs an
+        # error line ("oneDNN supports DT_INT32 only on platforms with AVX-512") into the search's output.
+        acts = tf.stack(tf.unstack(actions, num=T, axis=1))
         # Step t reads the embedding of decision t-1 (the start vector at t = 0).
         steps = tf.tile(tf.range(T - 1)[:, None], [1, K])
         fed = tf.gather_nd(v["embedding"], tf.stack([steps, acts[:-1]], axis=-1))  # [T-1, K, E]
