@@ -127,4 +127,4 @@ def test_mirrored_strategy_over_two_cpu_replicas_trains_a_child(mirrored_checks)
     losses = result["epoch_losses"]
     assert len(losses) == 4 and losses[-1] == pytest.approx(result["loss"])
     assert losses[-1] < 0.9 * losses[0], result         # measured: a 26% drop (2.58 -> 1.92)
-    assert result["accuracy"] > 0.25, result           # measured 0.39; chance on 10 digit classes is 0.1
+    assert result["accuracy"] > 0.25, result   # measured 0.39 (AMD EPYC), 0.47 (Intel Xeon); chance is 0.1

@@ -79,7 +79,10 @@ def test_the_whole_loop_from_search_to_a_reloadable_model(trained):
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["steps"] == STEPS
-    assert metrics["val_top1"] > 0.5, metrics                  # chance on 10 digit classes is 0.1
+    # Chance on the 10 digit classes is 0.1. The tiny search's best cell (1 block) depends on the machine's
+    # float results, and 3 epochs with drop path leave a wide spread: 0.60 on a 2-core Intel Xeon (2026-12-05),
+    # so 0.3 (3x chance) rather than a threshold that the next machine might miss.
+    assert metrics["val_top1"] > 0.3, metrics
     assert metrics["params"] > 0 and metrics["mult_adds"] > 0 and metrics["images_per_second"] > 0
     history = _history(run_dir)
     assert [int(r["epoch"]) for r in history] == [0, 1, 2]
