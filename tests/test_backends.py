@@ -17,10 +17,11 @@ CHECKS = ("published_parity", "slim_checkpoint", "pnasnet", "fit_drop_path_aux",
 @pytest.mark.slow
 @pytest.mark.backends
 def test_zoo_on_jax():
-    # 1.5 (Intel Xeon) to 3 (AMD EPYC) minutes on 2 CPU cores, because under JAX every model is traced and compiled by XLA: the
-    # NASNetMobile parity (~55 s, with the TensorFlow process that writes keras.applications' reference),
-    # PNASNetMobile's build (~25 s) and a 3-epoch fit of a small network with drop path and aux head (~80 s,
-    # the fewest epochs after which it clearly beats chance). One interpreter pays JAX's start-up once.
+    # 1.5 (Intel Xeon) to 3 (AMD EPYC) minutes on 2 CPU cores, because under JAX every model is traced and
+    # compiled by XLA; on the AMD machine: the NASNetMobile parity (~55 s, with the TensorFlow process that
+    # writes keras.applications' reference), PNASNetMobile's build (~25 s) and a 3-epoch fit of a small
+    # network with drop path and aux head (~80 s, the fewest epochs after which it clearly beats chance).
+    # One interpreter pays JAX's start-up once.
     assert importlib.util.find_spec("jax") is not None, "jax is missing: pip install '.[backends]' (jax[cpu])"
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2",
            "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
